@@ -1,0 +1,51 @@
+//! Events: frames the server pushes without a request, `{"event": "<name>", ...}`.
+//! An event never carries `ok` or `rid`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Friend, Msg};
+use crate::{GroupId, UserId};
+
+/// Reasons carried by the `kicked` event.
+pub mod kick_reason {
+    /// The same user logged in on another connection.
+    pub const LOGGED_IN_ELSEWHERE: &str = "logged_in_elsewhere";
+    /// No login within the login timeout.
+    pub const LOGIN_TIMEOUT: &str = "login_timeout";
+    /// Nothing received within the idle timeout.
+    pub const IDLE_TIMEOUT: &str = "idle_timeout";
+    /// The server is shutting down.
+    pub const SHUTDOWN: &str = "shutdown";
+    /// The frame was over the size limit.
+    pub const TOO_LARGE: &str = "too_large";
+    /// The session fell too far behind in reading what was sent to it.
+    pub const SLOW_CONSUMER: &str = "slow_consumer";
+}
+
+/// A server-pushed event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A one-to-one or group message.
+    Msg(Msg),
+    /// A friend came online or went offline.
+    Presence { user: UserId, online: bool },
+    /// Someone made the session's user a friend.
+    FriendAdded { friend: Friend },
+    /// Someone removed the session's user from their friends.
+    FriendRemoved { user: UserId },
+    /// A group the user was in was deleted by its creator.
+    GroupDeleted { group: GroupId },
+    /// The server ends this session; the connection closes right after.
+    Kicked { reason: String },
+    /// Every pending message has been sent after a login.
+    Synced,
+}
+
+impl Event {
+    /// This event as one frame of JSON text, without a line ending.
+    pub fn to_json(&self) -> String {
+        // Serializing these plain types cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}

@@ -1,0 +1,323 @@
+//! Requests: `{"op": "<name>", "rid": <optional number or string>, ...fields}`.
+//!
+//! [`parse`] reads one frame in two passes: first the envelope (`op` and `rid`, so that
+//! even a request with bad fields gets its `rid` back), then the op's own fields into
+//! the op's type. Unknown fields are ignored; missing or mistyped ones are errors.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::{GroupId, MsgId, UserId};
+
+/// The request id a client chose, echoed verbatim in the reply (`null` when absent).
+#[derive(Debug, Clone, Default)]
+pub struct Rid(Option<Box<RawValue>>);
+
+impl Rid {
+    /// No rid: the reply carries `"rid": null`.
+    pub const NONE: Rid = Rid(None);
+
+    /// The rid as JSON text.
+    pub fn as_json(&self) -> &str {
+        self.0.as_deref().map(RawValue::get).unwrap_or("null")
+    }
+
+    /// A numeric rid, as a client library makes them.
+    pub fn number(n: u64) -> Rid {
+        Rid(RawValue::from_string(n.to_string()).ok())
+    }
+}
+
+/// Register a new user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Register {
+    pub name: String,
+    pub password: String,
+}
+
+/// Log in by `id` or `name` with `password`, or with a `token` from an earlier login.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Login {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<UserId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// A request naming another user: `add_friend`, `remove_friend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRef {
+    pub id: UserId,
+}
+
+/// A request naming a group: `join_group`, `leave_group`, `delete_group`, `group_members`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRef {
+    pub group: GroupId,
+}
+
+/// Send a one-to-one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Send {
+    pub to: UserId,
+    pub text: String,
+}
+
+/// Create a group; the caller becomes its creator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateGroup {
+    pub name: String,
+    #[serde(default)]
+    pub desc: String,
+}
+
+/// Send a message to a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSend {
+    pub group: GroupId,
+    pub text: String,
+}
+
+/// Page through a conversation's history, newest backwards.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    /// The other user of a one-to-one conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with: Option<UserId>,
+    /// A group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupId>,
+    /// Only messages older than this id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<MsgId>,
+    /// How many (1 to 100, default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+}
+
+/// Every message this session received with an id up to `id` is delivered for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub id: MsgId,
+}
+
+/// Echo a text back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Echo {
+    pub text: String,
+}
+
+/// Every request of protocol version 1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Register(Register),
+    Login(Login),
+    Logout,
+    Whoami,
+    Users,
+    AddFriend(UserRef),
+    RemoveFriend(UserRef),
+    Friends,
+    Send(Send),
+    CreateGroup(CreateGroup),
+    JoinGroup(GroupRef),
+    LeaveGroup(GroupRef),
+    DeleteGroup(GroupRef),
+    Groups,
+    GroupMembers(GroupRef),
+    GroupSend(GroupSend),
+    History(History),
+    Ack(Ack),
+    Ping,
+    Echo(Echo),
+}
+
+impl Request {
+    /// The op's name on the wire.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Register(_) => "register",
+            Request::Login(_) => "login",
+            Request::Logout => "logout",
+            Request::Whoami => "whoami",
+            Request::Users => "users",
+            Request::AddFriend(_) => "add_friend",
+            Request::RemoveFriend(_) => "remove_friend",
+            Request::Friends => "friends",
+            Request::Send(_) => "send",
+            Request::CreateGroup(_) => "create_group",
+            Request::JoinGroup(_) => "join_group",
+            Request::LeaveGroup(_) => "leave_group",
+            Request::DeleteGroup(_) => "delete_group",
+            Request::Groups => "groups",
+            Request::GroupMembers(_) => "group_members",
+            Request::GroupSend(_) => "group_send",
+            Request::History(_) => "history",
+            Request::Ack(_) => "ack",
+            Request::Ping => "ping",
+            Request::Echo(_) => "echo",
+        }
+    }
+
+    /// Whether the op may be used before login.
+    pub fn allowed_before_login(&self) -> bool {
+        matches!(
+            self,
+            Request::Register(_) | Request::Login(_) | Request::Ping | Request::Echo(_)
+        )
+    }
+
+    /// This request as one frame of JSON text with the given rid, without a line ending.
+    pub fn to_json(&self, rid: u64) -> String {
+        #[derive(Serialize)]
+        struct WithRid<'a> {
+            rid: u64,
+            #[serde(flatten)]
+            req: &'a Request,
+        }
+        serde_json::to_string(&WithRid { rid, req: self }).unwrap_or_default()
+    }
+}
+
+/// Why a frame is not a valid request. Every case maps to `bad_request`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct BadRequest {
+    /// The request's rid, when the frame got far enough to have one.
+    pub rid: Rid,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    op: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    rid: Option<&'a RawValue>,
+}
+
+fn rid_is_valid(raw: &RawValue) -> bool {
+    let text = raw.get();
+    text == "null"
+        || text.starts_with('"')
+        || text.starts_with('-')
+        || text.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// Parses one frame (the bytes of one JSON object, without the line ending).
+pub fn parse(frame: &[u8]) -> Result<(Rid, Request), BadRequest> {
+    let bad = |rid: Rid, message: String| BadRequest { rid, message };
+    let envelope: Envelope<'_> = match serde_json::from_slice(frame) {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            let message = if e.is_data() {
+                "a request must be a JSON object".to_string()
+            } else {
+                format!("not valid JSON: {e}")
+            };
+            return Err(bad(Rid::NONE, message));
+        }
+    };
+    let rid = match envelope.rid {
+        None => Rid::NONE,
+        Some(raw) if rid_is_valid(raw) => Rid(Some(raw.to_owned())),
+        Some(_) => return Err(bad(Rid::NONE, "rid must be a number or a string".into())),
+    };
+    let Some(op) = envelope.op else {
+        return Err(bad(rid, "missing field `op`".into()));
+    };
+    fn fields<'de, T: Deserialize<'de>>(frame: &'de [u8]) -> Result<T, String> {
+        serde_json::from_slice(frame).map_err(|e| {
+            // serde_json appends "at line L column C"; keep only the part a person needs.
+            let text = e.to_string();
+            match text.find(" at line ") {
+                Some(at) => text[..at].to_string(),
+                None => text,
+            }
+        })
+    }
+    let parsed = match op.as_ref() {
+        "register" => fields(frame).map(Request::Register),
+        "login" => fields(frame).map(Request::Login),
+        "logout" => Ok(Request::Logout),
+        "whoami" => Ok(Request::Whoami),
+        "users" => Ok(Request::Users),
+        "add_friend" => fields(frame).map(Request::AddFriend),
+        "remove_friend" => fields(frame).map(Request::RemoveFriend),
+        "friends" => Ok(Request::Friends),
+        "send" => fields(frame).map(Request::Send),
+        "create_group" => fields(frame).map(Request::CreateGroup),
+        "join_group" => fields(frame).map(Request::JoinGroup),
+        "leave_group" => fields(frame).map(Request::LeaveGroup),
+        "delete_group" => fields(frame).map(Request::DeleteGroup),
+        "groups" => Ok(Request::Groups),
+        "group_members" => fields(frame).map(Request::GroupMembers),
+        "group_send" => fields(frame).map(Request::GroupSend),
+        "history" => fields(frame).map(Request::History),
+        "ack" => fields(frame).map(Request::Ack),
+        "ping" => Ok(Request::Ping),
+        "echo" => fields(frame).map(Request::Echo),
+        other => {
+            let shown: String = other.chars().take(40).collect();
+            return Err(bad(rid, format!("unknown op `{shown}`")));
+        }
+    };
+    match parsed {
+        Ok(request) => Ok((rid, request)),
+        Err(message) => Err(bad(rid, format!("{op}: {message}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_send_with_its_rid() {
+        let (rid, req) = parse(br#"{"op":"send","rid":7,"to":2,"text":"hi"}"#).unwrap();
+        assert_eq!(rid.as_json(), "7");
+        assert_eq!(
+            req,
+            Request::Send(Send {
+                to: 2,
+                text: "hi".into()
+            })
+        );
+    }
+
+    #[test]
+    fn keeps_the_rid_of_a_request_with_bad_fields() {
+        let err = parse(br#"{"op":"send","rid":"a","to":"x","text":"hi"}"#).unwrap_err();
+        assert_eq!(err.rid.as_json(), r#""a""#);
+        assert!(err.message.starts_with("send: invalid type"), "{}", err.message);
+    }
+
+    #[test]
+    fn refuses_what_is_not_an_object_or_not_json() {
+        assert_eq!(parse(b"[1,2]").unwrap_err().rid.as_json(), "null");
+        assert!(parse(b"{nope").unwrap_err().message.contains("not valid JSON"));
+        assert!(parse(b"\xff\xfe").is_err());
+        assert!(parse(br#"{"op":"dance","rid":1}"#)
+            .unwrap_err()
+            .message
+            .contains("unknown op"));
+        assert!(parse(br#"{"op":"ping","rid":{}}"#).is_err());
+    }
+
+    #[test]
+    fn serializes_with_op_and_rid() {
+        let json = Request::Ack(Ack { id: 5 }).to_json(3);
+        assert_eq!(json, r#"{"rid":3,"op":"ack","id":5}"#);
+        assert_eq!(Request::Ping.to_json(1), r#"{"rid":1,"op":"ping"}"#);
+        let (_, back) = parse(Request::Logout.to_json(9).as_bytes()).unwrap();
+        assert_eq!(back, Request::Logout);
+    }
+}

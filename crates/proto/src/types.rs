@@ -1,0 +1,103 @@
+//! Values shared by requests, replies and events.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{GroupId, MsgId, UserId};
+
+/// A user as others see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    pub name: String,
+}
+
+/// A friend, with whether it is online now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Friend {
+    pub id: UserId,
+    pub name: String,
+    pub online: bool,
+}
+
+/// A member's role in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Made the group; the only one who may delete it.
+    Creator,
+    /// Joined the group.
+    Member,
+}
+
+impl Role {
+    /// The role as stored and sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Creator => "creator",
+            Role::Member => "member",
+        }
+    }
+
+    /// Parses a stored role.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "creator" => Some(Role::Creator),
+            "member" => Some(Role::Member),
+            _ => None,
+        }
+    }
+}
+
+/// A member of a group, with role and online state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: UserId,
+    pub name: String,
+    pub role: Role,
+    pub online: bool,
+}
+
+/// A group, with the caller's role in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupBrief {
+    pub id: GroupId,
+    pub name: String,
+    pub desc: String,
+    pub role: Role,
+}
+
+/// A group with its members, as in the login reply and the `groups` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub id: GroupId,
+    pub name: String,
+    pub desc: String,
+    /// The caller's role.
+    pub role: Role,
+    pub members: Vec<Member>,
+}
+
+/// The id and time the server gave a message, as in the reply to `send` and `group_send`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MsgRef {
+    pub id: MsgId,
+    /// Milliseconds since the Unix epoch.
+    pub ts: i64,
+}
+
+/// A message, as in the `msg` event and in history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Msg {
+    pub id: MsgId,
+    /// Milliseconds since the Unix epoch.
+    pub ts: i64,
+    pub from: UserId,
+    pub from_name: String,
+    pub text: String,
+    /// The recipient of a one-to-one message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<UserId>,
+    /// The group of a group message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupId>,
+}
