@@ -297,13 +297,20 @@ mod tests {
     fn keeps_the_rid_of_a_request_with_bad_fields() {
         let err = parse(br#"{"op":"send","rid":"a","to":"x","text":"hi"}"#).unwrap_err();
         assert_eq!(err.rid.as_json(), r#""a""#);
-        assert!(err.message.starts_with("send: invalid type"), "{}", err.message);
+        assert!(
+            err.message.starts_with("send: invalid type"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
     fn refuses_what_is_not_an_object_or_not_json() {
         assert_eq!(parse(b"[1,2]").unwrap_err().rid.as_json(), "null");
-        assert!(parse(b"{nope").unwrap_err().message.contains("not valid JSON"));
+        assert!(parse(b"{nope")
+            .unwrap_err()
+            .message
+            .contains("not valid JSON"));
         assert!(parse(b"\xff\xfe").is_err());
         assert!(parse(br#"{"op":"dance","rid":1}"#)
             .unwrap_err()

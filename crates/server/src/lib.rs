@@ -1,23 +1,38 @@
-//! chatd as a library. `main` parses flags into a [`Config`], binds a listener and calls
-//! [`run`]; tests and benchmarks do the same on port 0.
-pub mod config;
-pub use config::Config;
+//! chatd as a library: an instant-messaging server speaking JSON lines over TCP.
+//!
+//! `main` parses flags into a [`Config`], binds a listener and calls [`run`]; tests and
+//! benchmarks do the same on port 0.
+//!
+//! - [`server`]: the accept loop and the shutdown sequence.
+//! - [`session`]: one connection's loop: frames in, replies and events out.
+//! - [`ops`]: one function per op of the protocol.
+//! - [`hub`]: who is online on this node, and each session's delivery queue.
+//! - [`bus`]: delivery to online users behind one interface (in-process for now).
+//! - [`dispatch`]: turns committed messages into deliveries, in commit order.
+//! - [`store`]: storage behind one interface; SQLite is the embedded implementation.
+//! - [`password`]: argon2id hashing and session tokens.
+//! - [`config`], [`error`], [`state`]: settings, op errors, shared state.
 
-/// Serves connections on `listener` until `shutdown` completes, then stops accepting,
-/// tells every session, lets in-flight work finish and flushes the store.
-pub async fn run(
-    listener: tokio::net::TcpListener,
-    config: Config,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), ServerError> {
-    let _ = (listener, config);
-    shutdown.await;
-    Ok(())
-}
+pub mod bus;
+pub mod config;
+pub mod dispatch;
+pub mod error;
+pub mod hub;
+pub(crate) mod ops;
+pub mod password;
+pub mod server;
+pub(crate) mod session;
+pub mod state;
+pub mod store;
+
+pub use config::{Config, Durability, HashCost};
+pub use server::run;
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    #[error("invalid setting: {0}")]
+    Config(String),
     #[error("store: {0}")]
     Store(String),
     #[error(transparent)]

@@ -1,0 +1,160 @@
+//! Who is online on this node, and the queue into each session.
+//!
+//! The hub maps a user id to its one live session. Delivering never waits: a frame goes
+//! into the session's bounded queue or, when the queue is full, the rule is:
+//! - a message is dropped from the queue and the session is marked *lagged*; it fetches
+//!   what it missed from the store (where the message already is) before it sends
+//!   anything newer, so nothing is lost and order is kept;
+//! - any other event cannot be fetched again, so the session is kicked as a slow consumer.
+//!
+//! Locking: the map is a `DashMap`; no lock is held across an `.await`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use chat_proto::types::User;
+use chat_proto::{MsgId, UserId};
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// One frame on its way to sessions: the bytes of a whole line, shared by every recipient.
+#[derive(Debug)]
+pub struct Frame {
+    /// The message id, for `msg` events.
+    pub msg_id: Option<MsgId>,
+    /// The JSON line, with its `\n`.
+    pub bytes: Vec<u8>,
+}
+
+impl Frame {
+    /// A frame carrying message `id`.
+    pub fn msg(id: MsgId, mut bytes: Vec<u8>) -> Arc<Frame> {
+        bytes.push(b'\n');
+        Arc::new(Frame {
+            msg_id: Some(id),
+            bytes,
+        })
+    }
+
+    /// A frame carrying any other event.
+    pub fn event(event: &chat_proto::Event) -> Arc<Frame> {
+        let mut bytes = event.to_json().into_bytes();
+        bytes.push(b'\n');
+        Arc::new(Frame {
+            msg_id: None,
+            bytes,
+        })
+    }
+}
+
+/// Signals from the rest of the server to one session.
+#[derive(Debug, Default)]
+pub struct SessionSignal {
+    /// A message could not be queued: fetch from the store before sending anything newer.
+    pub lagged: AtomicBool,
+    /// Cancelled when the session must end; the reason is set first.
+    pub kick: CancellationToken,
+    pub kick_reason: OnceLock<&'static str>,
+}
+
+impl SessionSignal {
+    /// Ends the session with `reason` (the first reason given wins).
+    pub fn kick(&self, reason: &'static str) {
+        let _ = self.kick_reason.set(reason);
+        self.kick.cancel();
+    }
+}
+
+/// What the hub holds for one logged-in session.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    /// Tells apart two sessions of the same user.
+    pub conn_id: u64,
+    pub user: User,
+    pub queue: mpsc::Sender<Arc<Frame>>,
+    pub signal: Arc<SessionSignal>,
+}
+
+/// The sessions of this node, by user. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+#[derive(Debug, Default)]
+struct HubInner {
+    sessions: DashMap<UserId, SessionHandle>,
+    next_conn_id: AtomicU64,
+}
+
+impl Hub {
+    pub fn new() -> Hub {
+        Hub::default()
+    }
+
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> u64 {
+        self.inner.next_conn_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Makes `handle` the user's session; returns the session it replaces, if any.
+    pub fn register(&self, handle: SessionHandle) -> Option<SessionHandle> {
+        self.inner.sessions.insert(handle.user.id, handle)
+    }
+
+    /// Removes the user's session if it is still `conn_id`; says whether it was.
+    pub fn unregister(&self, user: UserId, conn_id: u64) -> bool {
+        self.inner
+            .sessions
+            .remove_if(&user, |_, h| h.conn_id == conn_id)
+            .is_some()
+    }
+
+    pub fn is_online(&self, user: UserId) -> bool {
+        self.inner.sessions.contains_key(&user)
+    }
+
+    /// Every user online on this node.
+    pub fn online_users(&self) -> Vec<User> {
+        let mut users: Vec<User> = self
+            .inner
+            .sessions
+            .iter()
+            .map(|entry| entry.value().user.clone())
+            .collect();
+        users.sort_by_key(|u| u.id);
+        users
+    }
+
+    pub fn online_count(&self) -> usize {
+        self.inner.sessions.len()
+    }
+
+    /// Queues `frame` for `user` if online here, by the rule in the module docs.
+    pub fn deliver(&self, user: UserId, frame: &Arc<Frame>) {
+        let Some(session) = self.inner.sessions.get(&user) else {
+            return;
+        };
+        match session.queue.try_send(frame.clone()) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if frame.msg_id.is_some() {
+                    session.signal.lagged.store(true, Ordering::Release);
+                } else {
+                    session
+                        .signal
+                        .kick(chat_proto::event::kick_reason::SLOW_CONSUMER);
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Ends every session of this node with `reason`.
+    pub fn kick_all(&self, reason: &'static str) {
+        for entry in self.inner.sessions.iter() {
+            entry.value().signal.kick(reason);
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! `register`, `login`, `logout`, `whoami`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use chat_proto::reply::{ok_frame, Empty, LoginReply, UserReply};
+use chat_proto::request::{Login, Register, Rid};
+use chat_proto::types::{Friend, GroupInfo, Member, User};
+use tokio::io::AsyncWrite;
+
+use super::{check_len, check_name, friends};
+use crate::error::{OpError, OpResult};
+use crate::password::{new_token, token_hash};
+use crate::session::Session;
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) async fn register<W: AsyncWrite + Unpin>(
+    s: &mut Session<W>,
+    rid: &Rid,
+    req: Register,
+) -> OpResult {
+    check_name("name", &req.name)?;
+    check_len("password", &req.password, 1, 128)?;
+    // Refuse a taken name before paying for a hash; the insert checks again.
+    if s.ctx.store.credentials_by_name(&req.name).await?.is_some() {
+        return Err(OpError::new(
+            chat_proto::ErrorCode::Conflict,
+            "that name is taken",
+        ));
+    }
+    let hash = s.ctx.passwords.hash(req.password).await.map_err(|e| {
+        tracing::error!(error = %e, "password hashing failed");
+        OpError::internal()
+    })?;
+    let user = s.ctx.store.create_user(&req.name, &hash).await?;
+    tracing::info!(user = user.id, "registered");
+    Ok(ok_frame(rid, &UserReply { user }))
+}
+
+pub(crate) async fn login<W: AsyncWrite + Unpin>(
+    s: &mut Session<W>,
+    rid: &Rid,
+    req: Login,
+) -> OpResult {
+    let (user, token) = match (req.token, req.password) {
+        (Some(token), None) if req.id.is_none() && req.name.is_none() => {
+            let hash = token_hash(&token);
+            let user = s
+                .ctx
+                .store
+                .token_user(&hash, now_ms())
+                .await?
+                .ok_or_else(OpError::auth_failed)?;
+            (user, token)
+        }
+        (None, Some(password)) => {
+            let credentials = match (req.id, req.name) {
+                (Some(id), None) => s.ctx.store.credentials_by_id(id).await?,
+                (None, Some(name)) => s.ctx.store.credentials_by_name(&name).await?,
+                _ => return Err(OpError::bad_request("login: give `id` or `name`, not both")),
+            };
+            let (user, hash) = match credentials {
+                Some(c) => (Some(c.user), Some(c.password_hash)),
+                None => (None, None),
+            };
+            if !s.ctx.passwords.verify(password, hash).await {
+                tracing::info!("password login failed");
+                return Err(OpError::auth_failed());
+            }
+            let user = user.ok_or_else(OpError::auth_failed)?;
+            let token = new_token();
+            let ttl = s.ctx.config.token_ttl.as_millis() as i64;
+            s.ctx
+                .store
+                .create_token(user.id, &token_hash(&token), now_ms().saturating_add(ttl))
+                .await?;
+            (user, token)
+        }
+        _ => {
+            return Err(OpError::bad_request(
+                "login: give `token`, or `password` with `id` or `name`",
+            ))
+        }
+    };
+    // A login on a logged-in connection ends the current login first.
+    s.end_login().await;
+    let cursor = s.ctx.store.ack_cursor(user.id).await?;
+    let fresh = s.start_login(user.clone(), token_hash(&token), cursor);
+    let snapshot = s.ctx.store.snapshot(user.id).await?;
+    if fresh {
+        friends::announce_presence(&s.ctx, user.id, true).await;
+    }
+    tracing::info!("logged in");
+    let hub = &s.ctx.hub;
+    let friends = snapshot
+        .friends
+        .into_iter()
+        .map(|f| Friend {
+            online: hub.is_online(f.id),
+            id: f.id,
+            name: f.name,
+        })
+        .collect();
+    let groups = snapshot
+        .groups
+        .into_iter()
+        .map(|g| super::groups::group_info(hub, g))
+        .collect::<Vec<GroupInfo>>();
+    Ok(ok_frame(
+        rid,
+        &LoginReply {
+            user,
+            token,
+            friends,
+            groups,
+        },
+    ))
+}
+
+pub(crate) async fn logout<W: AsyncWrite + Unpin>(s: &mut Session<W>, rid: &Rid) -> OpResult {
+    s.user()?;
+    if let Some(login) = s.end_login().await {
+        s.ctx.store.delete_token(&login.token_hash).await?;
+        tracing::info!(user = login.user.id, "logged out");
+    }
+    Ok(ok_frame(rid, &Empty {}))
+}
+
+pub(crate) fn whoami<W: AsyncWrite + Unpin>(s: &mut Session<W>, rid: &Rid) -> OpResult {
+    let user: User = s.user()?.clone();
+    Ok(ok_frame(rid, &UserReply { user }))
+}
+
+/// A member as the client sees it.
+pub(crate) fn member(hub: &crate::hub::Hub, user: User, role: chat_proto::types::Role) -> Member {
+    Member {
+        online: hub.is_online(user.id),
+        id: user.id,
+        name: user.name,
+        role,
+    }
+}

@@ -1,0 +1,79 @@
+//! `add_friend`, `remove_friend`, `friends`, and presence announcements to friends.
+
+use chat_proto::reply::{ok_frame, Empty, FriendReply, FriendsReply};
+use chat_proto::request::{Rid, UserRef};
+use chat_proto::types::Friend;
+use chat_proto::{Event, UserId};
+use tokio::io::AsyncWrite;
+
+use crate::error::{OpError, OpResult};
+use crate::hub::Frame;
+use crate::session::Session;
+use crate::state::Ctx;
+
+pub(crate) async fn add_friend<W: AsyncWrite + Unpin>(
+    s: &mut Session<W>,
+    rid: &Rid,
+    req: UserRef,
+) -> OpResult {
+    let me = s.user()?.clone();
+    if req.id == me.id {
+        return Err(OpError::bad_request("you cannot befriend yourself"));
+    }
+    let other = s.ctx.store.add_friend(me.id, req.id).await?;
+    let event = Event::FriendAdded {
+        friend: Friend {
+            id: me.id,
+            name: me.name,
+            online: true,
+        },
+    };
+    s.ctx.bus.publish(&[other.id], Frame::event(&event));
+    let friend = Friend {
+        online: s.ctx.hub.is_online(other.id),
+        id: other.id,
+        name: other.name,
+    };
+    Ok(ok_frame(rid, &FriendReply { friend }))
+}
+
+pub(crate) async fn remove_friend<W: AsyncWrite + Unpin>(
+    s: &mut Session<W>,
+    rid: &Rid,
+    req: UserRef,
+) -> OpResult {
+    let me = s.user()?.id;
+    s.ctx.store.remove_friend(me, req.id).await?;
+    let event = Event::FriendRemoved { user: me };
+    s.ctx.bus.publish(&[req.id], Frame::event(&event));
+    Ok(ok_frame(rid, &Empty {}))
+}
+
+pub(crate) async fn friends<W: AsyncWrite + Unpin>(s: &mut Session<W>, rid: &Rid) -> OpResult {
+    let me = s.user()?.id;
+    let friends = s
+        .ctx
+        .store
+        .friends(me)
+        .await?
+        .into_iter()
+        .map(|f| Friend {
+            online: s.ctx.hub.is_online(f.id),
+            id: f.id,
+            name: f.name,
+        })
+        .collect();
+    Ok(ok_frame(rid, &FriendsReply { friends }))
+}
+
+/// Tells `user`'s friends that it came online or went offline.
+pub(crate) async fn announce_presence(ctx: &Ctx, user: UserId, online: bool) {
+    match ctx.store.friend_ids(user).await {
+        Ok(friends) if !friends.is_empty() => {
+            ctx.bus
+                .publish(&friends, Frame::event(&Event::Presence { user, online }));
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot announce presence"),
+    }
+}

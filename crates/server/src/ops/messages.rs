@@ -1,0 +1,81 @@
+//! `send`, `group_send`, `history`, `ack`.
+//!
+//! A send returns once the store has committed the message; the dispatcher delivers it
+//! from the commit log (see [`crate::dispatch`]).
+
+use chat_proto::reply::{ok_frame, Empty, HistoryReply, MsgReply};
+use chat_proto::request::{Ack, GroupSend, History, Rid, Send};
+use chat_proto::types::MsgRef;
+use tokio::io::AsyncWrite;
+
+use super::check_len;
+use crate::error::{OpError, OpResult};
+use crate::session::Session;
+use crate::store::Conversation;
+
+pub(crate) async fn send<W: AsyncWrite + Unpin>(
+    s: &mut Session<W>,
+    rid: &Rid,
+    req: Send,
+) -> OpResult {
+    let me = s.user()?;
+    check_len("text", &req.text, 1, s.ctx.config.max_text)?;
+    if req.to == me.id {
+        return Err(OpError::bad_request(
+            "you cannot send a message to yourself",
+        ));
+    }
+    let msg = s.ctx.store.send(me, req.to, &req.text).await?;
+    let msg = MsgRef {
+        id: msg.id,
+        ts: msg.ts,
+    };
+    Ok(ok_frame(rid, &MsgReply { msg }))
+}
+
+pub(crate) async fn group_send<W: AsyncWrite + Unpin>(
+    s: &mut Session<W>,
+    rid: &Rid,
+    req: GroupSend,
+) -> OpResult {
+    let me = s.user()?;
+    check_len("text", &req.text, 1, s.ctx.config.max_text)?;
+    let msg = s.ctx.store.group_send(me, req.group, &req.text).await?;
+    let msg = MsgRef {
+        id: msg.id,
+        ts: msg.ts,
+    };
+    Ok(ok_frame(rid, &MsgReply { msg }))
+}
+
+pub(crate) async fn history<W: AsyncWrite + Unpin>(
+    s: &mut Session<W>,
+    rid: &Rid,
+    req: History,
+) -> OpResult {
+    let me = s.user()?.id;
+    let conversation = match (req.with, req.group) {
+        (Some(with), None) => Conversation::With(with),
+        (None, Some(group)) => Conversation::Group(group),
+        _ => return Err(OpError::bad_request("history: give `with` or `group`")),
+    };
+    let limit = req.limit.unwrap_or(50);
+    if !(1..=100).contains(&limit) {
+        return Err(OpError::bad_request("history: limit must be 1 to 100"));
+    }
+    let messages = s
+        .ctx
+        .store
+        .history(me, conversation, req.before, limit as usize)
+        .await?;
+    Ok(ok_frame(rid, &HistoryReply { messages }))
+}
+
+pub(crate) async fn ack<W: AsyncWrite + Unpin>(
+    s: &mut Session<W>,
+    rid: &Rid,
+    req: Ack,
+) -> OpResult {
+    s.ack(req.id).await?;
+    Ok(ok_frame(rid, &Empty {}))
+}

@@ -1,0 +1,77 @@
+//! The ops of protocol version 1, each in a small function that checks its fields,
+//! acts through the store, the hub and the bus, and returns its reply frame.
+//!
+//! - [`auth`]: register, login, logout, whoami
+//! - [`friends`]: add_friend, remove_friend, friends, and presence announcements
+//! - [`groups`]: create_group, join_group, leave_group, delete_group, groups, group_members
+//! - [`messages`]: send, group_send, history, ack
+//! - [`misc`]: users, ping, echo
+
+pub(crate) mod auth;
+pub(crate) mod friends;
+pub(crate) mod groups;
+pub(crate) mod messages;
+pub(crate) mod misc;
+
+use chat_proto::request::{Request, Rid};
+use tokio::io::AsyncWrite;
+
+use crate::error::{OpError, OpResult};
+use crate::session::Session;
+
+/// Runs one request. The session has checked that it may run before login.
+pub(crate) async fn dispatch<W: AsyncWrite + Unpin>(
+    s: &mut Session<W>,
+    rid: &Rid,
+    req: Request,
+) -> OpResult {
+    match req {
+        Request::Register(r) => auth::register(s, rid, r).await,
+        Request::Login(r) => auth::login(s, rid, r).await,
+        Request::Logout => auth::logout(s, rid).await,
+        Request::Whoami => auth::whoami(s, rid),
+        Request::Users => misc::users(s, rid),
+        Request::AddFriend(r) => friends::add_friend(s, rid, r).await,
+        Request::RemoveFriend(r) => friends::remove_friend(s, rid, r).await,
+        Request::Friends => friends::friends(s, rid).await,
+        Request::Send(r) => messages::send(s, rid, r).await,
+        Request::CreateGroup(r) => groups::create_group(s, rid, r).await,
+        Request::JoinGroup(r) => groups::join_group(s, rid, r).await,
+        Request::LeaveGroup(r) => groups::leave_group(s, rid, r).await,
+        Request::DeleteGroup(r) => groups::delete_group(s, rid, r).await,
+        Request::Groups => groups::groups(s, rid).await,
+        Request::GroupMembers(r) => groups::group_members(s, rid, r).await,
+        Request::GroupSend(r) => messages::group_send(s, rid, r).await,
+        Request::History(r) => messages::history(s, rid, r).await,
+        Request::Ack(r) => messages::ack(s, rid, r).await,
+        Request::Ping => misc::ping(rid),
+        Request::Echo(r) => misc::echo(rid, r),
+    }
+}
+
+/// Checks a name (of a user or a group): 1 to 32 characters, no control characters.
+pub(crate) fn check_name(what: &str, name: &str) -> Result<(), OpError> {
+    let chars = name.chars().count();
+    if chars == 0 || chars > 32 {
+        return Err(OpError::bad_request(format!(
+            "{what} must be 1 to 32 characters"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(OpError::bad_request(format!(
+            "{what} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a text field's length in characters.
+pub(crate) fn check_len(what: &str, text: &str, min: usize, max: usize) -> Result<(), OpError> {
+    let chars = text.chars().count();
+    if chars < min || chars > max {
+        return Err(OpError::bad_request(format!(
+            "{what} must be {min} to {max} characters"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,365 @@
+//! One connection: the loop that reads frames, runs ops, and writes replies and events.
+//!
+//! Framing lives in the transport ([`serve_tcp`] uses [`LineCodec`]); the loop only sees
+//! a stream of frames and a writer, so every transport shares it. One `select!` waits on
+//! the next frame, the session's delivery queue, its kick signal, the server's shutdown
+//! and the login or idle deadline. A request runs to completion before the next is read,
+//! so replies come in request order.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use chat_proto::codec::{FrameError, LineCodec};
+use chat_proto::event::kick_reason;
+use chat_proto::request::{self, Rid};
+use chat_proto::types::User;
+use chat_proto::{ErrorCode, Event, MsgId};
+use futures::{Stream, StreamExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::error::OpError;
+use crate::hub::{Frame, SessionSignal};
+use crate::ops;
+use crate::state::Ctx;
+
+/// How many pending messages one store read fetches during a catch-up.
+const CATCH_UP_PAGE: usize = 512;
+/// How many queued frames go into one write.
+const WRITE_BATCH: usize = 256;
+
+/// Serves one TCP connection until it closes, is kicked, or the server shuts down.
+pub(crate) async fn serve_tcp(
+    ctx: Arc<Ctx>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let frames = FramedRead::with_capacity(read, LineCodec::new(ctx.config.max_frame), 512);
+    let conn_id = ctx.hub.next_conn_id();
+    let span = tracing::info_span!("conn", id = conn_id, %peer, user = tracing::field::Empty);
+    let session = Session::new(ctx, conn_id, write);
+    session.run(frames, shutdown).instrument(span).await;
+}
+
+/// The logged-in part of a session.
+pub(crate) struct Login {
+    pub(crate) user: User,
+    /// The hash of the token this session logged in with or was given.
+    pub(crate) token_hash: Vec<u8>,
+    queue: mpsc::Receiver<Arc<Frame>>,
+    signal: Arc<SessionSignal>,
+    /// The highest message id written to this session.
+    last_sent: MsgId,
+    /// The highest id acked through this session (or the cursor at login).
+    acked: MsgId,
+}
+
+/// A connection's state; the ops in [`crate::ops`] act on it.
+pub(crate) struct Session<W> {
+    pub(crate) ctx: Arc<Ctx>,
+    pub(crate) conn_id: u64,
+    pub(crate) login: Option<Login>,
+    /// Set by `login`: replay pending messages and send `synced` after the reply.
+    pub(crate) needs_sync: bool,
+    writer: W,
+    out: Vec<u8>,
+}
+
+enum Step {
+    Continue,
+    Close,
+}
+
+impl<W: AsyncWrite + Unpin> Session<W> {
+    fn new(ctx: Arc<Ctx>, conn_id: u64, writer: W) -> Session<W> {
+        Session {
+            ctx,
+            conn_id,
+            login: None,
+            needs_sync: false,
+            writer,
+            out: Vec::new(),
+        }
+    }
+
+    /// The logged-in user.
+    pub(crate) fn user(&self) -> Result<&User, OpError> {
+        self.login
+            .as_ref()
+            .map(|l| &l.user)
+            .ok_or_else(|| OpError::new(ErrorCode::Unauthenticated, "log in first"))
+    }
+
+    async fn run<S>(mut self, mut frames: S, shutdown: CancellationToken)
+    where
+        S: Stream<Item = Result<BytesMut, FrameError>> + Unpin,
+    {
+        let config = self.ctx.config.clone();
+        let login_deadline = Instant::now() + config.login_timeout;
+        let mut idle_deadline = Instant::now() + config.idle_timeout;
+        loop {
+            let (deadline, reason) = match &self.login {
+                None if login_deadline < idle_deadline => {
+                    (login_deadline, kick_reason::LOGIN_TIMEOUT)
+                }
+                _ => (idle_deadline, kick_reason::IDLE_TIMEOUT),
+            };
+            let signal = self.login.as_ref().map(|l| l.signal.clone());
+            let step = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    self.drain_queue().await;
+                    self.kicked(kick_reason::SHUTDOWN).await
+                }
+                reason = kicked(signal.as_deref()) => self.kicked(reason).await,
+                frame = frames.next() => match frame {
+                    Some(Ok(line)) => {
+                        idle_deadline = Instant::now() + config.idle_timeout;
+                        self.on_frame(&line).await
+                    }
+                    Some(Err(FrameError::TooLarge { limit })) => {
+                        let e = OpError::new(
+                            ErrorCode::TooLarge,
+                            format!("frame longer than {limit} bytes"),
+                        );
+                        let _ = self.write(&e.frame(&Rid::NONE)).await;
+                        self.kicked(kick_reason::TOO_LARGE).await
+                    }
+                    Some(Err(FrameError::Io(_))) | None => Step::Close,
+                },
+                frame = next_queued(&mut self.login) => self.on_queued(frame).await,
+                _ = tokio::time::sleep_until(deadline) => self.kicked(reason).await,
+            };
+            if let Step::Close = step {
+                break;
+            }
+        }
+        self.end().await;
+    }
+
+    async fn on_frame(&mut self, line: &[u8]) -> Step {
+        let reply = match request::parse(line) {
+            Ok((rid, req)) => {
+                let result = if self.login.is_none() && !req.allowed_before_login() {
+                    Err(OpError::new(ErrorCode::Unauthenticated, "log in first"))
+                } else {
+                    ops::dispatch(self, &rid, req).await
+                };
+                result.unwrap_or_else(|e| e.frame(&rid))
+            }
+            Err(bad) => OpError::bad_request(bad.message).frame(&bad.rid),
+        };
+        if self.write(&reply).await.is_err() {
+            return Step::Close;
+        }
+        if std::mem::take(&mut self.needs_sync) {
+            if self.catch_up().await.is_err() {
+                return Step::Close;
+            }
+            if self
+                .write(&Frame::event(&Event::Synced).bytes)
+                .await
+                .is_err()
+            {
+                return Step::Close;
+            }
+        }
+        Step::Continue
+    }
+
+    /// Writes a queued frame and whatever else is queued right now, in one write.
+    async fn on_queued(&mut self, first: Option<Arc<Frame>>) -> Step {
+        let Some(first) = first else {
+            return Step::Continue;
+        };
+        let mut next = Some(first);
+        let mut count = 0;
+        while let Some(frame) = next.take() {
+            if frame.msg_id.is_some() && self.take_lagged() {
+                // Something older was dropped: fetch it (and this) from the store first.
+                if self.flush().await.is_err() || self.catch_up().await.is_err() {
+                    return Step::Close;
+                }
+            }
+            self.append(&frame);
+            count += 1;
+            if count < WRITE_BATCH {
+                next = self.login.as_mut().and_then(|l| l.queue.try_recv().ok());
+            }
+        }
+        if self.flush().await.is_err() {
+            return Step::Close;
+        }
+        Step::Continue
+    }
+
+    fn take_lagged(&self) -> bool {
+        self.login
+            .as_ref()
+            .is_some_and(|l| l.signal.lagged.swap(false, Ordering::AcqRel))
+    }
+
+    /// Adds a frame to the output buffer, skipping a message already sent.
+    fn append(&mut self, frame: &Frame) {
+        if let (Some(id), Some(login)) = (frame.msg_id, self.login.as_mut()) {
+            if id <= login.last_sent {
+                return;
+            }
+            login.last_sent = id;
+        }
+        self.out.extend_from_slice(&frame.bytes);
+    }
+
+    /// Sends every pending message above `last_sent` from the store, oldest first.
+    async fn catch_up(&mut self) -> std::io::Result<()> {
+        loop {
+            let Some(login) = self.login.as_ref() else {
+                return Ok(());
+            };
+            let (user, after) = (login.user.id, login.last_sent);
+            let page = match self.ctx.store.pending(user, after, CATCH_UP_PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    // Still pending in the store; the next login or lag retries.
+                    tracing::warn!(error = %e, "cannot read pending messages");
+                    return Ok(());
+                }
+            };
+            let full = page.len() == CATCH_UP_PAGE;
+            for msg in page {
+                let frame = Frame::msg(msg.id, Event::Msg(msg).to_json().into_bytes());
+                self.append(&frame);
+            }
+            self.flush().await?;
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes out what is still queued (at shutdown).
+    async fn drain_queue(&mut self) {
+        while let Some(frame) = self.login.as_mut().and_then(|l| l.queue.try_recv().ok()) {
+            self.append(&frame);
+        }
+        let _ = self.flush().await;
+    }
+
+    async fn kicked(&mut self, reason: &'static str) -> Step {
+        tracing::debug!(reason, "closing session");
+        let _ = self
+            .write(
+                &Frame::event(&Event::Kicked {
+                    reason: reason.to_string(),
+                })
+                .bytes,
+            )
+            .await;
+        Step::Close
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.out.extend_from_slice(bytes);
+        self.flush().await
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let result = self.writer.write_all(&self.out).await;
+        self.out.clear();
+        if self.out.capacity() > 64 * 1024 {
+            self.out = Vec::new();
+        }
+        result
+    }
+
+    /// Becomes `user`'s session: registers in the hub (kicking an older session) and
+    /// tells friends, unless an older session of the user was replaced.
+    pub(crate) fn start_login(&mut self, user: User, token_hash: Vec<u8>, acked: MsgId) -> bool {
+        let (tx, rx) = mpsc::channel(self.ctx.config.outbound_queue);
+        let signal = Arc::new(SessionSignal::default());
+        let handle = crate::hub::SessionHandle {
+            conn_id: self.conn_id,
+            user: user.clone(),
+            queue: tx,
+            signal: signal.clone(),
+        };
+        let replaced = self.ctx.hub.register(handle);
+        if let Some(old) = &replaced {
+            old.signal.kick(kick_reason::LOGGED_IN_ELSEWHERE);
+        }
+        tracing::Span::current().record("user", user.id);
+        self.login = Some(Login {
+            user,
+            token_hash,
+            queue: rx,
+            signal,
+            last_sent: acked,
+            acked,
+        });
+        self.needs_sync = true;
+        replaced.is_none()
+    }
+
+    /// Leaves the hub; tells friends if this was the user's live session.
+    pub(crate) async fn end_login(&mut self) -> Option<Login> {
+        let login = self.login.take()?;
+        if self.ctx.hub.unregister(login.user.id, self.conn_id) {
+            ops::friends::announce_presence(&self.ctx, login.user.id, false).await;
+        }
+        Some(login)
+    }
+
+    /// Moves the user's ack cursor up to `id`, but never past what this session received.
+    pub(crate) async fn ack(&mut self, id: MsgId) -> Result<(), OpError> {
+        let Some(login) = self.login.as_mut() else {
+            return Err(OpError::new(ErrorCode::Unauthenticated, "log in first"));
+        };
+        let up_to = id.min(login.last_sent);
+        if up_to > login.acked {
+            login.acked = up_to;
+            self.ctx.store.ack(login.user.id, up_to).await?;
+        }
+        Ok(())
+    }
+
+    async fn end(mut self) {
+        let _ = self.writer.shutdown().await;
+        self.end_login().await;
+    }
+}
+
+/// Waits for the session's kick signal; never completes before login.
+async fn kicked(signal: Option<&SessionSignal>) -> &'static str {
+    match signal {
+        Some(signal) => {
+            signal.kick.cancelled().await;
+            signal
+                .kick_reason
+                .get()
+                .copied()
+                .unwrap_or(kick_reason::LOGGED_IN_ELSEWHERE)
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The next frame queued for the session; never completes before login.
+async fn next_queued(login: &mut Option<Login>) -> Option<Arc<Frame>> {
+    match login {
+        Some(login) => login.queue.recv().await,
+        None => std::future::pending().await,
+    }
+}

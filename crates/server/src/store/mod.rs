@@ -1,0 +1,157 @@
+//! Storage behind one interface: users, tokens, friendships, groups and messages.
+//!
+//! [`Store`] is what the ops call; [`sqlite::SqliteStore`] is the embedded implementation.
+//! Every write that changes who receives what (a message, a join, a leave, a deletion)
+//! is also announced, after it commits and in commit order, on the [`CommitLog`]: the
+//! dispatcher turns that log into deliveries, so a recipient sees messages in id order.
+//!
+//! Pending messages are not rows of their own: each user has an ack cursor, and a message
+//! is pending for a user while its id is above that cursor (and, for a group message,
+//! above the id at which the user joined). Acking moves the cursor.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chat_proto::types::{Msg, Role, User};
+use chat_proto::{GroupId, MsgId, UserId};
+use tokio::sync::mpsc;
+
+/// Why a store operation failed. The messages are safe to show to a client.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// The store cannot be reached or written now; the detail is for the log only.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// An unexpected failure; the detail is for the log only.
+    #[error("store failure: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What a password login needs to know about a user.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user: User,
+    /// The argon2id hash in PHC string form.
+    pub password_hash: String,
+}
+
+/// A group as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRow {
+    pub id: GroupId,
+    pub name: String,
+    pub desc: String,
+}
+
+/// A group with the caller's role and every member.
+#[derive(Debug, Clone)]
+pub struct GroupWithMembers {
+    pub group: GroupRow,
+    pub role: Role,
+    pub members: Vec<(User, Role)>,
+}
+
+/// What a session needs at login: friends, groups with members, and the ack cursor.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub friends: Vec<User>,
+    pub groups: Vec<GroupWithMembers>,
+}
+
+/// Which conversation a history request reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Conversation {
+    /// One-to-one between the caller and this user.
+    With(UserId),
+    /// A group the caller is a member of.
+    Group(GroupId),
+}
+
+/// A committed change that affects delivery, announced in commit order.
+#[derive(Debug, Clone)]
+pub enum Commit {
+    /// A message; `msg.to` or `msg.group` says who gets it.
+    Msg(Arc<Msg>),
+    /// A user joined a group.
+    Joined { group: GroupId, user: UserId },
+    /// A user left a group.
+    Left { group: GroupId, user: UserId },
+    /// A group was deleted.
+    GroupDeleted { group: GroupId },
+}
+
+/// The receiving end of the commit log.
+pub type CommitLog = mpsc::Receiver<Commit>;
+
+/// The store's operations. Every method that writes returns after its change committed.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a user; `Conflict` if the name is taken.
+    async fn create_user(&self, name: &str, password_hash: &str) -> StoreResult<User>;
+    async fn credentials_by_name(&self, name: &str) -> StoreResult<Option<Credentials>>;
+    async fn credentials_by_id(&self, id: UserId) -> StoreResult<Option<Credentials>>;
+    async fn user(&self, id: UserId) -> StoreResult<Option<User>>;
+
+    /// Stores a session token (by its hash) valid until `expires_ms`.
+    async fn create_token(
+        &self,
+        user: UserId,
+        token_hash: &[u8],
+        expires_ms: i64,
+    ) -> StoreResult<()>;
+    /// The user a token belongs to, if it exists and has not expired at `now_ms`.
+    async fn token_user(&self, token_hash: &[u8], now_ms: i64) -> StoreResult<Option<User>>;
+    async fn delete_token(&self, token_hash: &[u8]) -> StoreResult<()>;
+
+    /// Makes two users friends of each other; `NotFound`, `Conflict`.
+    async fn add_friend(&self, user: UserId, friend: UserId) -> StoreResult<User>;
+    /// Ends a friendship both ways; `NotFound` if there was none.
+    async fn remove_friend(&self, user: UserId, friend: UserId) -> StoreResult<()>;
+    async fn friend_ids(&self, user: UserId) -> StoreResult<Vec<UserId>>;
+    async fn friends(&self, user: UserId) -> StoreResult<Vec<User>>;
+
+    async fn create_group(&self, creator: UserId, name: &str, desc: &str) -> StoreResult<GroupRow>;
+    /// `NotFound`, `Conflict` (already a member).
+    async fn join_group(&self, group: GroupId, user: UserId) -> StoreResult<GroupRow>;
+    /// `NotFound`, `Forbidden` (not a member, or the creator).
+    async fn leave_group(&self, group: GroupId, user: UserId) -> StoreResult<()>;
+    /// Deletes a group and returns who was in it; `NotFound`, `Forbidden` (not the creator).
+    async fn delete_group(&self, group: GroupId, user: UserId) -> StoreResult<Vec<UserId>>;
+    /// The members of a group with roles; `NotFound` if there is no such group.
+    async fn group_members(&self, group: GroupId) -> StoreResult<Vec<(User, Role)>>;
+    async fn group_member_ids(&self, group: GroupId) -> StoreResult<Vec<UserId>>;
+    async fn user_groups(&self, user: UserId) -> StoreResult<Vec<GroupWithMembers>>;
+    async fn snapshot(&self, user: UserId) -> StoreResult<Snapshot>;
+
+    /// Stores a one-to-one message; `NotFound` if the recipient does not exist.
+    async fn send(&self, from: &User, to: UserId, text: &str) -> StoreResult<Arc<Msg>>;
+    /// Stores a group message; `NotFound`, `Forbidden` (not a member).
+    async fn group_send(&self, from: &User, group: GroupId, text: &str) -> StoreResult<Arc<Msg>>;
+    /// A page of a conversation, oldest first, of messages older than `before`.
+    async fn history(
+        &self,
+        user: UserId,
+        conversation: Conversation,
+        before: Option<MsgId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Msg>>;
+    /// The user's ack cursor: every message up to it is delivered for good.
+    async fn ack_cursor(&self, user: UserId) -> StoreResult<MsgId>;
+    /// Messages pending for `user` with an id above `after`, oldest first.
+    async fn pending(&self, user: UserId, after: MsgId, limit: usize) -> StoreResult<Vec<Msg>>;
+    /// Moves the user's ack cursor up to `up_to` (never down).
+    async fn ack(&self, user: UserId, up_to: MsgId) -> StoreResult<()>;
+
+    /// Commits what is queued and stops writing. Later writes fail with `Unavailable`.
+    async fn close(&self);
+}

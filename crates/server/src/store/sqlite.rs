@@ -1,0 +1,1196 @@
+//! The embedded store: SQLite in one file, in WAL mode.
+//!
+//! Writes go to one writer thread through a bounded queue. The thread takes whatever is
+//! queued (up to [`MAX_BATCH`] writes), runs it all in one transaction and commits once:
+//! group commit, so a busy server pays one fsync per batch, not per message. Only after
+//! the commit does each caller get its answer and the [`Commit`] log its entries, in
+//! commit order. The writer assigns message ids itself (one more than the last), so ids
+//! increase in commit order.
+//!
+//! Reads run on a small pool of read-only connections on tokio's blocking threads; WAL
+//! lets them proceed while the writer writes.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use chat_proto::types::{Msg, Role, User};
+use chat_proto::{GroupId, MsgId, UserId};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::{
+    Commit, CommitLog, Conversation, Credentials, GroupRow, GroupWithMembers, Snapshot, Store,
+    StoreError, StoreResult,
+};
+use crate::config::Durability;
+
+/// The most writes one transaction takes.
+const MAX_BATCH: usize = 4096;
+/// How many writes may wait for the writer before callers wait too.
+const WRITE_QUEUE: usize = 16 * 1024;
+/// How many read connections run at once.
+const READERS: usize = 4;
+
+/// The versioned schema, applied in order on start.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+
+const MSG_SELECT: &str = "SELECT m.id, m.ts, m.from_user, u.name, m.text, m.to_user, m.group_id \
+                          FROM messages m JOIN users u ON u.id = m.from_user";
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The key of a one-to-one conversation.
+fn conv_key(a: UserId, b: UserId) -> i64 {
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    (lo << 32) | hi
+}
+
+fn sql_error(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code() {
+        Some(C::DatabaseBusy | C::DatabaseLocked | C::DiskFull | C::SystemIoFailure)
+        | Some(C::CannotOpen) => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+fn row_to_msg(row: &rusqlite::Row<'_>) -> rusqlite::Result<Msg> {
+    Ok(Msg {
+        id: row.get(0)?,
+        ts: row.get(1)?,
+        from: row.get(2)?,
+        from_name: row.get(3)?,
+        text: row.get(4)?,
+        to: row.get(5)?,
+        group: row.get(6)?,
+    })
+}
+
+fn role_of(text: &str) -> Role {
+    Role::parse(text).unwrap_or(Role::Member)
+}
+
+type Reply<T> = oneshot::Sender<StoreResult<T>>;
+
+/// One queued write.
+enum Write {
+    CreateUser {
+        name: String,
+        hash: String,
+        reply: Reply<User>,
+    },
+    CreateToken {
+        user: UserId,
+        hash: Vec<u8>,
+        expires_ms: i64,
+        reply: Reply<()>,
+    },
+    DeleteToken {
+        hash: Vec<u8>,
+        reply: Reply<()>,
+    },
+    AddFriend {
+        user: UserId,
+        friend: UserId,
+        reply: Reply<User>,
+    },
+    RemoveFriend {
+        user: UserId,
+        friend: UserId,
+        reply: Reply<()>,
+    },
+    CreateGroup {
+        creator: UserId,
+        name: String,
+        desc: String,
+        reply: Reply<GroupRow>,
+    },
+    JoinGroup {
+        group: GroupId,
+        user: UserId,
+        reply: Reply<GroupRow>,
+    },
+    LeaveGroup {
+        group: GroupId,
+        user: UserId,
+        reply: Reply<()>,
+    },
+    DeleteGroup {
+        group: GroupId,
+        user: UserId,
+        reply: Reply<Vec<UserId>>,
+    },
+    Send {
+        from: User,
+        to: UserId,
+        text: String,
+        reply: Reply<Arc<Msg>>,
+    },
+    GroupSend {
+        from: User,
+        group: GroupId,
+        text: String,
+        reply: Reply<Arc<Msg>>,
+    },
+    Ack {
+        user: UserId,
+        up_to: MsgId,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Answers a caller once the batch's fate is known.
+type Finisher = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+fn finisher<T: Send + 'static>(reply: Reply<T>, result: StoreResult<T>) -> Finisher {
+    Box::new(move |commit_error| {
+        let _ = reply.send(match commit_error {
+            None => result,
+            Some(e) => Err(e.clone()),
+        });
+    })
+}
+
+/// The embedded SQLite store.
+pub struct SqliteStore {
+    writes: mpsc::Sender<Write>,
+    reads: Arc<ReadPool>,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database at `path` and starts the
+    /// writer thread. Returns the store and its commit log.
+    pub fn open(path: &Path, durability: Durability) -> StoreResult<(SqliteStore, CommitLog)> {
+        let mut conn = Connection::open(path).map_err(sql_error)?;
+        let sync = match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; \
+             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;"
+        ))
+        .map_err(sql_error)?;
+        migrate(&mut conn)?;
+        let next_msg_id = last_msg_id(&conn)? + 1;
+        let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
+        let (commit_tx, commit_rx) = mpsc::channel(WRITE_QUEUE);
+        let writer = Writer {
+            conn,
+            next_msg_id,
+            last_ts: 0,
+            known_users: HashSet::new(),
+            commits: commit_tx,
+        };
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer.run(write_rx))
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let reads = Arc::new(ReadPool {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(READERS),
+        });
+        Ok((
+            SqliteStore {
+                writes: write_tx,
+                reads,
+            },
+            commit_rx,
+        ))
+    }
+
+    async fn write<T>(&self, make: impl FnOnce(Reply<T>) -> Write) -> StoreResult<T> {
+        let (tx, rx) = oneshot::channel();
+        self.writes
+            .send(make(tx))
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the store writer stopped".into()))?
+    }
+
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.reads.run(f).await
+    }
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations \
+         (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)",
+    )
+    .map_err(sql_error)?;
+    for (version, sql) in MIGRATIONS {
+        // IMMEDIATE takes the write lock first, so two processes cannot both apply it.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql_error)?;
+        let applied: bool = tx
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM schema_migrations WHERE version = ?1)",
+                [version],
+                |r| r.get(0),
+            )
+            .map_err(sql_error)?;
+        if !applied {
+            tx.execute_batch(sql).map_err(sql_error)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_ms) VALUES (?1, ?2)",
+                params![version, now_ms()],
+            )
+            .map_err(sql_error)?;
+            tracing::info!(version, "applied migration");
+        }
+        tx.commit().map_err(sql_error)?;
+    }
+    Ok(())
+}
+
+fn last_msg_id(conn: &Connection) -> StoreResult<MsgId> {
+    conn.query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| {
+        r.get(0)
+    })
+    .map_err(sql_error)
+}
+
+/// The writer thread's state.
+struct Writer {
+    conn: Connection,
+    next_msg_id: MsgId,
+    last_ts: i64,
+    /// Users known to exist (users are never deleted), to skip a lookup per message.
+    known_users: HashSet<UserId>,
+    commits: mpsc::Sender<Commit>,
+}
+
+impl Writer {
+    fn run(mut self, mut queue: mpsc::Receiver<Write>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = queue.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(write) => batch.push(write),
+                    Err(_) => break,
+                }
+            }
+            let close = self.apply(&mut batch);
+            if let Some(reply) = close {
+                let _ = reply.send(());
+                return;
+            }
+        }
+    }
+
+    /// Runs one batch in one transaction. Returns the close request, if the batch had one.
+    fn apply(&mut self, batch: &mut Vec<Write>) -> Option<oneshot::Sender<()>> {
+        let mut finishers: Vec<Finisher> = Vec::with_capacity(batch.len());
+        let mut commits = Vec::new();
+        let mut acks: HashMap<UserId, MsgId> = HashMap::new();
+        let mut close = None;
+        let first_id = self.next_msg_id;
+        let begun = self
+            .conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(sql_error);
+        if let Err(e) = begun {
+            tracing::error!(error = %e, "store: cannot begin a transaction");
+            for write in batch.drain(..) {
+                fail(write, &e);
+            }
+            return None;
+        }
+        for write in batch.drain(..) {
+            match write {
+                Write::Ack { user, up_to } => {
+                    let cursor = acks.entry(user).or_insert(up_to);
+                    *cursor = (*cursor).max(up_to);
+                }
+                Write::Close { reply } => close = Some(reply),
+                other => self.apply_one(other, &mut finishers, &mut commits),
+            }
+        }
+        for (user, up_to) in acks {
+            let result = self.conn.execute(
+                "UPDATE users SET ack_cursor = ?2 WHERE id = ?1 AND ack_cursor < ?2",
+                params![user, up_to],
+            );
+            if let Err(e) = result {
+                tracing::error!(error = %e, user, "store: cannot move an ack cursor");
+            }
+        }
+        let outcome = self.conn.execute_batch("COMMIT").map_err(sql_error);
+        match &outcome {
+            Ok(()) => {
+                // Announce before answering, so that a message is on its way to its
+                // recipients no later than its sender hears it is stored.
+                for commit in commits {
+                    if self.commits.blocking_send(commit).is_err() {
+                        break;
+                    }
+                }
+                for finish in finishers {
+                    finish(None);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store: commit failed");
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.next_msg_id = first_id;
+                self.known_users.clear();
+                for finish in finishers {
+                    finish(Some(e));
+                }
+            }
+        }
+        close
+    }
+
+    fn apply_one(&mut self, write: Write, done: &mut Vec<Finisher>, commits: &mut Vec<Commit>) {
+        match write {
+            Write::CreateUser { name, hash, reply } => {
+                let result = self.create_user(&name, &hash);
+                done.push(finisher(reply, result));
+            }
+            Write::CreateToken {
+                user,
+                hash,
+                expires_ms,
+                reply,
+            } => {
+                let result = self
+                    .conn
+                    .prepare_cached(
+                        "INSERT INTO tokens (hash, user_id, expires_ms) VALUES (?1, ?2, ?3)",
+                    )
+                    .and_then(|mut s| s.execute(params![hash, user, expires_ms]))
+                    .map(|_| ())
+                    .map_err(sql_error);
+                done.push(finisher(reply, result));
+            }
+            Write::DeleteToken { hash, reply } => {
+                let result = self
+                    .conn
+                    .execute("DELETE FROM tokens WHERE hash = ?1", [hash])
+                    .map(|_| ())
+                    .map_err(sql_error);
+                done.push(finisher(reply, result));
+            }
+            Write::AddFriend {
+                user,
+                friend,
+                reply,
+            } => {
+                let result = self.savepoint(|w| w.add_friend(user, friend));
+                done.push(finisher(reply, result));
+            }
+            Write::RemoveFriend {
+                user,
+                friend,
+                reply,
+            } => {
+                let result = self.savepoint(|w| w.remove_friend(user, friend));
+                done.push(finisher(reply, result));
+            }
+            Write::CreateGroup {
+                creator,
+                name,
+                desc,
+                reply,
+            } => {
+                let result = self.savepoint(|w| w.create_group(creator, &name, &desc));
+                if let Ok(group) = &result {
+                    commits.push(Commit::Joined {
+                        group: group.id,
+                        user: creator,
+                    });
+                }
+                done.push(finisher(reply, result));
+            }
+            Write::JoinGroup { group, user, reply } => {
+                let result = self.savepoint(|w| w.join_group(group, user));
+                if result.is_ok() {
+                    commits.push(Commit::Joined { group, user });
+                }
+                done.push(finisher(reply, result));
+            }
+            Write::LeaveGroup { group, user, reply } => {
+                let result = self.savepoint(|w| w.leave_group(group, user));
+                if result.is_ok() {
+                    commits.push(Commit::Left { group, user });
+                }
+                done.push(finisher(reply, result));
+            }
+            Write::DeleteGroup { group, user, reply } => {
+                let result = self.savepoint(|w| w.delete_group(group, user));
+                if result.is_ok() {
+                    commits.push(Commit::GroupDeleted { group });
+                }
+                done.push(finisher(reply, result));
+            }
+            Write::Send {
+                from,
+                to,
+                text,
+                reply,
+            } => {
+                let result = self.send(from, to, text);
+                if let Ok(msg) = &result {
+                    commits.push(Commit::Msg(msg.clone()));
+                }
+                done.push(finisher(reply, result));
+            }
+            Write::GroupSend {
+                from,
+                group,
+                text,
+                reply,
+            } => {
+                let result = self.group_send(from, group, text);
+                if let Ok(msg) = &result {
+                    commits.push(Commit::Msg(msg.clone()));
+                }
+                done.push(finisher(reply, result));
+            }
+            Write::Ack { .. } | Write::Close { .. } => {}
+        }
+    }
+
+    /// Runs a multi-statement write so that it applies whole or not at all.
+    fn savepoint<T>(&mut self, f: impl FnOnce(&mut Self) -> StoreResult<T>) -> StoreResult<T> {
+        self.conn.execute_batch("SAVEPOINT op").map_err(sql_error)?;
+        let result = f(self);
+        let end = if result.is_ok() {
+            "RELEASE op"
+        } else {
+            "ROLLBACK TO op; RELEASE op"
+        };
+        self.conn.execute_batch(end).map_err(sql_error)?;
+        result
+    }
+
+    fn user_exists(&mut self, id: UserId) -> StoreResult<bool> {
+        if self.known_users.contains(&id) {
+            return Ok(true);
+        }
+        let exists: bool = self
+            .conn
+            .prepare_cached("SELECT EXISTS(SELECT 1 FROM users WHERE id = ?1)")
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+            .map_err(sql_error)?;
+        if exists {
+            self.known_users.insert(id);
+        }
+        Ok(exists)
+    }
+
+    fn create_user(&mut self, name: &str, hash: &str) -> StoreResult<User> {
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO users (name, password_hash, created_ms) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .and_then(|mut s| s.execute(params![name, hash, now_ms()]))
+            .map_err(sql_error)?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict("that name is taken"));
+        }
+        let id = self.conn.last_insert_rowid();
+        self.known_users.insert(id);
+        Ok(User {
+            id,
+            name: name.to_string(),
+        })
+    }
+
+    fn add_friend(&mut self, user: UserId, friend: UserId) -> StoreResult<User> {
+        let other: Option<String> = self
+            .conn
+            .query_row("SELECT name FROM users WHERE id = ?1", [friend], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql_error)?;
+        let Some(name) = other else {
+            return Err(StoreError::NotFound("no such user"));
+        };
+        let now = now_ms();
+        let inserted = self
+            .conn
+            .execute(
+                "INSERT INTO friends (user_id, friend_id, created_ms) VALUES (?1, ?2, ?3), \
+                 (?2, ?1, ?3) ON CONFLICT DO NOTHING",
+                params![user, friend, now],
+            )
+            .map_err(sql_error)?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict("already friends"));
+        }
+        Ok(User { id: friend, name })
+    }
+
+    fn remove_friend(&mut self, user: UserId, friend: UserId) -> StoreResult<()> {
+        let removed = self
+            .conn
+            .execute(
+                "DELETE FROM friends WHERE (user_id = ?1 AND friend_id = ?2) \
+                 OR (user_id = ?2 AND friend_id = ?1)",
+                params![user, friend],
+            )
+            .map_err(sql_error)?;
+        if removed == 0 {
+            return Err(StoreError::NotFound("not a friend"));
+        }
+        Ok(())
+    }
+
+    fn create_group(&mut self, creator: UserId, name: &str, desc: &str) -> StoreResult<GroupRow> {
+        self.conn
+            .execute(
+                "INSERT INTO chat_groups (name, description, creator, created_ms) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![name, desc, creator, now_ms()],
+            )
+            .map_err(sql_error)?;
+        let id = self.conn.last_insert_rowid();
+        self.conn
+            .execute(
+                "INSERT INTO group_members (group_id, user_id, role, joined_after) \
+                 VALUES (?1, ?2, 'creator', ?3)",
+                params![id, creator, self.next_msg_id - 1],
+            )
+            .map_err(sql_error)?;
+        Ok(GroupRow {
+            id,
+            name: name.to_string(),
+            desc: desc.to_string(),
+        })
+    }
+
+    fn group_row(&self, group: GroupId) -> StoreResult<Option<GroupRow>> {
+        self.conn
+            .query_row(
+                "SELECT id, name, description FROM chat_groups WHERE id = ?1",
+                [group],
+                |r| {
+                    Ok(GroupRow {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        desc: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(sql_error)
+    }
+
+    fn role(&self, group: GroupId, user: UserId) -> StoreResult<Option<Role>> {
+        let role: Option<String> = self
+            .conn
+            .prepare_cached("SELECT role FROM group_members WHERE group_id = ?1 AND user_id = ?2")
+            .and_then(|mut s| s.query_row([group, user], |r| r.get(0)).optional())
+            .map_err(sql_error)?;
+        Ok(role.as_deref().map(role_of))
+    }
+
+    fn join_group(&mut self, group: GroupId, user: UserId) -> StoreResult<GroupRow> {
+        let row = self
+            .group_row(group)?
+            .ok_or(StoreError::NotFound("no such group"))?;
+        let inserted = self
+            .conn
+            .execute(
+                "INSERT INTO group_members (group_id, user_id, role, joined_after) \
+                 VALUES (?1, ?2, 'member', ?3) ON CONFLICT DO NOTHING",
+                params![group, user, self.next_msg_id - 1],
+            )
+            .map_err(sql_error)?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict("already a member"));
+        }
+        Ok(row)
+    }
+
+    fn leave_group(&mut self, group: GroupId, user: UserId) -> StoreResult<()> {
+        if self.group_row(group)?.is_none() {
+            return Err(StoreError::NotFound("no such group"));
+        }
+        match self.role(group, user)? {
+            None => Err(StoreError::Forbidden("not a member of that group")),
+            Some(Role::Creator) => Err(StoreError::Forbidden(
+                "the creator cannot leave a group; delete it instead",
+            )),
+            Some(Role::Member) => {
+                self.conn
+                    .execute(
+                        "DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2",
+                        params![group, user],
+                    )
+                    .map_err(sql_error)?;
+                Ok(())
+            }
+        }
+    }
+
+    fn delete_group(&mut self, group: GroupId, user: UserId) -> StoreResult<Vec<UserId>> {
+        if self.group_row(group)?.is_none() {
+            return Err(StoreError::NotFound("no such group"));
+        }
+        if self.role(group, user)? != Some(Role::Creator) {
+            return Err(StoreError::Forbidden("only the creator may delete a group"));
+        }
+        let members = member_ids(&self.conn, group).map_err(sql_error)?;
+        self.conn
+            .execute("DELETE FROM group_members WHERE group_id = ?1", [group])
+            .and_then(|_| {
+                self.conn
+                    .execute("DELETE FROM chat_groups WHERE id = ?1", [group])
+            })
+            .map_err(sql_error)?;
+        Ok(members)
+    }
+
+    fn next_stamp(&mut self) -> (MsgId, i64) {
+        let id = self.next_msg_id;
+        self.next_msg_id += 1;
+        self.last_ts = self.last_ts.max(now_ms());
+        (id, self.last_ts)
+    }
+
+    fn send(&mut self, from: User, to: UserId, text: String) -> StoreResult<Arc<Msg>> {
+        if !self.user_exists(to)? {
+            return Err(StoreError::NotFound("no such user"));
+        }
+        let (id, ts) = self.next_stamp();
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO messages (id, ts, from_user, to_user, conv, text) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut s| s.execute(params![id, ts, from.id, to, conv_key(from.id, to), text]));
+        if let Err(e) = inserted {
+            self.next_msg_id = id;
+            return Err(sql_error(e));
+        }
+        Ok(Arc::new(Msg {
+            id,
+            ts,
+            from: from.id,
+            from_name: from.name,
+            text,
+            to: Some(to),
+            group: None,
+        }))
+    }
+
+    fn group_send(&mut self, from: User, group: GroupId, text: String) -> StoreResult<Arc<Msg>> {
+        if self.role(group, from.id)?.is_none() {
+            return Err(match self.group_row(group)? {
+                None => StoreError::NotFound("no such group"),
+                Some(_) => StoreError::Forbidden("not a member of that group"),
+            });
+        }
+        let (id, ts) = self.next_stamp();
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO messages (id, ts, from_user, group_id, text) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| s.execute(params![id, ts, from.id, group, text]));
+        if let Err(e) = inserted {
+            self.next_msg_id = id;
+            return Err(sql_error(e));
+        }
+        Ok(Arc::new(Msg {
+            id,
+            ts,
+            from: from.id,
+            from_name: from.name,
+            text,
+            to: None,
+            group: Some(group),
+        }))
+    }
+}
+
+/// Answers a write that could not run because its transaction could not begin.
+fn fail(write: Write, error: &StoreError) {
+    fn refuse<T>(reply: Reply<T>, error: &StoreError) {
+        let _ = reply.send(Err(error.clone()));
+    }
+    match write {
+        Write::CreateUser { reply, .. } | Write::AddFriend { reply, .. } => refuse(reply, error),
+        Write::CreateToken { reply, .. }
+        | Write::DeleteToken { reply, .. }
+        | Write::RemoveFriend { reply, .. }
+        | Write::LeaveGroup { reply, .. } => refuse(reply, error),
+        Write::CreateGroup { reply, .. } | Write::JoinGroup { reply, .. } => refuse(reply, error),
+        Write::DeleteGroup { reply, .. } => refuse(reply, error),
+        Write::Send { reply, .. } | Write::GroupSend { reply, .. } => refuse(reply, error),
+        Write::Ack { .. } => {}
+        Write::Close { reply } => drop(reply.send(())),
+    }
+}
+
+fn member_ids(conn: &Connection, group: GroupId) -> rusqlite::Result<Vec<UserId>> {
+    let mut stmt = conn.prepare_cached("SELECT user_id FROM group_members WHERE group_id = ?1")?;
+    let ids = stmt.query_map([group], |r| r.get(0))?;
+    ids.collect()
+}
+
+fn members_with_roles(conn: &Connection, group: GroupId) -> rusqlite::Result<Vec<(User, Role)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT u.id, u.name, gm.role FROM group_members gm JOIN users u ON u.id = gm.user_id \
+         WHERE gm.group_id = ?1 ORDER BY gm.role = 'member', u.id",
+    )?;
+    let rows = stmt.query_map([group], |r| {
+        let role: String = r.get(2)?;
+        Ok((
+            User {
+                id: r.get(0)?,
+                name: r.get(1)?,
+            },
+            role_of(&role),
+        ))
+    })?;
+    rows.collect()
+}
+
+fn groups_of(conn: &Connection, user: UserId) -> rusqlite::Result<Vec<GroupWithMembers>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT g.id, g.name, g.description, gm.role FROM group_members gm \
+         JOIN chat_groups g ON g.id = gm.group_id WHERE gm.user_id = ?1 ORDER BY g.id",
+    )?;
+    let rows = stmt.query_map([user], |r| {
+        let role: String = r.get(3)?;
+        Ok((
+            GroupRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                desc: r.get(2)?,
+            },
+            role_of(&role),
+        ))
+    })?;
+    let mut groups = Vec::new();
+    for row in rows {
+        let (group, role) = row?;
+        let members = members_with_roles(conn, group.id)?;
+        groups.push(GroupWithMembers {
+            group,
+            role,
+            members,
+        });
+    }
+    Ok(groups)
+}
+
+fn friends_of(conn: &Connection, user: UserId) -> rusqlite::Result<Vec<User>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT u.id, u.name FROM friends f JOIN users u ON u.id = f.friend_id \
+         WHERE f.user_id = ?1 ORDER BY u.id",
+    )?;
+    let rows = stmt.query_map([user], |r| {
+        Ok(User {
+            id: r.get(0)?,
+            name: r.get(1)?,
+        })
+    })?;
+    rows.collect()
+}
+
+fn credentials(
+    conn: &Connection,
+    sql: &str,
+    key: impl rusqlite::ToSql,
+) -> rusqlite::Result<Option<Credentials>> {
+    conn.prepare_cached(sql)?
+        .query_row([key], |r| {
+            Ok(Credentials {
+                user: User {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                },
+                password_hash: r.get(2)?,
+            })
+        })
+        .optional()
+}
+
+fn pending_of(
+    conn: &Connection,
+    user: UserId,
+    after: MsgId,
+    limit: usize,
+) -> rusqlite::Result<Vec<Msg>> {
+    let mut out: Vec<Msg> = Vec::new();
+    {
+        let mut direct = conn.prepare_cached(&format!(
+            "{MSG_SELECT} WHERE m.to_user = ?1 AND m.id > ?2 ORDER BY m.id LIMIT ?3"
+        ))?;
+        for msg in direct.query_map(params![user, after, limit as i64], row_to_msg)? {
+            out.push(msg?);
+        }
+    }
+    let memberships: Vec<(GroupId, MsgId)> = {
+        let mut stmt = conn.prepare_cached(
+            "SELECT group_id, joined_after FROM group_members WHERE user_id = ?1",
+        )?;
+        let rows = stmt.query_map([user], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut in_group = conn.prepare_cached(&format!(
+        "{MSG_SELECT} WHERE m.group_id = ?1 AND m.id > ?2 AND m.from_user != ?3 \
+         ORDER BY m.id LIMIT ?4"
+    ))?;
+    for (group, joined_after) in memberships {
+        let from = after.max(joined_after);
+        for msg in in_group.query_map(params![group, from, user, limit as i64], row_to_msg)? {
+            out.push(msg?);
+        }
+    }
+    out.sort_by_key(|m| m.id);
+    out.truncate(limit);
+    Ok(out)
+}
+
+/// Read-only connections, opened on demand, at most [`READERS`] in use at once.
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl ReadPool {
+    async fn run<T, F>(self: &Arc<Self>, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.take()?;
+            let result = f(&conn).map_err(sql_error);
+            pool.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+
+    fn take(&self) -> StoreResult<Connection> {
+        if let Some(conn) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql_error)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sql_error)?;
+        Ok(conn)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_user(&self, name: &str, password_hash: &str) -> StoreResult<User> {
+        let (name, hash) = (name.to_string(), password_hash.to_string());
+        self.write(|reply| Write::CreateUser { name, hash, reply })
+            .await
+    }
+
+    async fn credentials_by_name(&self, name: &str) -> StoreResult<Option<Credentials>> {
+        let name = name.to_string();
+        self.read(move |c| {
+            credentials(
+                c,
+                "SELECT id, name, password_hash FROM users WHERE name = ?1",
+                name,
+            )
+        })
+        .await
+    }
+
+    async fn credentials_by_id(&self, id: UserId) -> StoreResult<Option<Credentials>> {
+        self.read(move |c| {
+            credentials(
+                c,
+                "SELECT id, name, password_hash FROM users WHERE id = ?1",
+                id,
+            )
+        })
+        .await
+    }
+
+    async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
+        self.read(move |c| {
+            c.prepare_cached("SELECT id, name FROM users WHERE id = ?1")?
+                .query_row([id], |r| {
+                    Ok(User {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                    })
+                })
+                .optional()
+        })
+        .await
+    }
+
+    async fn create_token(
+        &self,
+        user: UserId,
+        token_hash: &[u8],
+        expires_ms: i64,
+    ) -> StoreResult<()> {
+        let hash = token_hash.to_vec();
+        self.write(|reply| Write::CreateToken {
+            user,
+            hash,
+            expires_ms,
+            reply,
+        })
+        .await
+    }
+
+    async fn token_user(&self, token_hash: &[u8], now_ms: i64) -> StoreResult<Option<User>> {
+        let hash = token_hash.to_vec();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT u.id, u.name FROM tokens t JOIN users u ON u.id = t.user_id \
+                 WHERE t.hash = ?1 AND t.expires_ms > ?2",
+            )?
+            .query_row(params![hash, now_ms], |r| {
+                Ok(User {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn delete_token(&self, token_hash: &[u8]) -> StoreResult<()> {
+        let hash = token_hash.to_vec();
+        self.write(|reply| Write::DeleteToken { hash, reply }).await
+    }
+
+    async fn add_friend(&self, user: UserId, friend: UserId) -> StoreResult<User> {
+        self.write(|reply| Write::AddFriend {
+            user,
+            friend,
+            reply,
+        })
+        .await
+    }
+
+    async fn remove_friend(&self, user: UserId, friend: UserId) -> StoreResult<()> {
+        self.write(|reply| Write::RemoveFriend {
+            user,
+            friend,
+            reply,
+        })
+        .await
+    }
+
+    async fn friend_ids(&self, user: UserId) -> StoreResult<Vec<UserId>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached("SELECT friend_id FROM friends WHERE user_id = ?1")?;
+            let ids = stmt.query_map([user], |r| r.get(0))?;
+            ids.collect()
+        })
+        .await
+    }
+
+    async fn friends(&self, user: UserId) -> StoreResult<Vec<User>> {
+        self.read(move |c| friends_of(c, user)).await
+    }
+
+    async fn create_group(&self, creator: UserId, name: &str, desc: &str) -> StoreResult<GroupRow> {
+        let (name, desc) = (name.to_string(), desc.to_string());
+        self.write(|reply| Write::CreateGroup {
+            creator,
+            name,
+            desc,
+            reply,
+        })
+        .await
+    }
+
+    async fn join_group(&self, group: GroupId, user: UserId) -> StoreResult<GroupRow> {
+        self.write(|reply| Write::JoinGroup { group, user, reply })
+            .await
+    }
+
+    async fn leave_group(&self, group: GroupId, user: UserId) -> StoreResult<()> {
+        self.write(|reply| Write::LeaveGroup { group, user, reply })
+            .await
+    }
+
+    async fn delete_group(&self, group: GroupId, user: UserId) -> StoreResult<Vec<UserId>> {
+        self.write(|reply| Write::DeleteGroup { group, user, reply })
+            .await
+    }
+
+    async fn group_members(&self, group: GroupId) -> StoreResult<Vec<(User, Role)>> {
+        let members = self.read(move |c| members_with_roles(c, group)).await?;
+        if members.is_empty() {
+            // Every group has its creator as a member, so an empty list means no group.
+            return Err(StoreError::NotFound("no such group"));
+        }
+        Ok(members)
+    }
+
+    async fn group_member_ids(&self, group: GroupId) -> StoreResult<Vec<UserId>> {
+        self.read(move |c| member_ids(c, group)).await
+    }
+
+    async fn user_groups(&self, user: UserId) -> StoreResult<Vec<GroupWithMembers>> {
+        self.read(move |c| groups_of(c, user)).await
+    }
+
+    async fn snapshot(&self, user: UserId) -> StoreResult<Snapshot> {
+        self.read(move |c| {
+            Ok(Snapshot {
+                friends: friends_of(c, user)?,
+                groups: groups_of(c, user)?,
+            })
+        })
+        .await
+    }
+
+    async fn send(&self, from: &User, to: UserId, text: &str) -> StoreResult<Arc<Msg>> {
+        let (from, text) = (from.clone(), text.to_string());
+        self.write(|reply| Write::Send {
+            from,
+            to,
+            text,
+            reply,
+        })
+        .await
+    }
+
+    async fn group_send(&self, from: &User, group: GroupId, text: &str) -> StoreResult<Arc<Msg>> {
+        let (from, text) = (from.clone(), text.to_string());
+        self.write(|reply| Write::GroupSend {
+            from,
+            group,
+            text,
+            reply,
+        })
+        .await
+    }
+
+    async fn history(
+        &self,
+        user: UserId,
+        conversation: Conversation,
+        before: Option<MsgId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Msg>> {
+        let before = before.unwrap_or(MsgId::MAX);
+        let limit = limit as i64;
+        let result = self
+            .read(move |c| -> rusqlite::Result<StoreResult<Vec<Msg>>> {
+                let (sql, key) = match conversation {
+                    Conversation::With(other) => {
+                        let exists: bool = c.query_row(
+                            "SELECT EXISTS(SELECT 1 FROM users WHERE id = ?1)",
+                            [other],
+                            |r| r.get(0),
+                        )?;
+                        if !exists {
+                            return Ok(Err(StoreError::NotFound("no such user")));
+                        }
+                        ("m.conv", conv_key(user, other))
+                    }
+                    Conversation::Group(group) => {
+                        let member: bool = c.query_row(
+                            "SELECT EXISTS(SELECT 1 FROM group_members \
+                             WHERE group_id = ?1 AND user_id = ?2)",
+                            [group, user],
+                            |r| r.get(0),
+                        )?;
+                        if !member {
+                            let exists: bool = c.query_row(
+                                "SELECT EXISTS(SELECT 1 FROM chat_groups WHERE id = ?1)",
+                                [group],
+                                |r| r.get(0),
+                            )?;
+                            return Ok(Err(if exists {
+                                StoreError::Forbidden("not a member of that group")
+                            } else {
+                                StoreError::NotFound("no such group")
+                            }));
+                        }
+                        ("m.group_id", group)
+                    }
+                };
+                let mut stmt = c.prepare_cached(&format!(
+                    "{MSG_SELECT} WHERE {sql} = ?1 AND m.id < ?2 ORDER BY m.id DESC LIMIT ?3"
+                ))?;
+                let rows = stmt.query_map(params![key, before, limit], row_to_msg)?;
+                let mut msgs = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+                msgs.reverse();
+                Ok(Ok(msgs))
+            })
+            .await?;
+        result
+    }
+
+    async fn ack_cursor(&self, user: UserId) -> StoreResult<MsgId> {
+        self.read(move |c| {
+            c.prepare_cached("SELECT ack_cursor FROM users WHERE id = ?1")?
+                .query_row([user], |r| r.get(0))
+                .optional()
+                .map(|cursor| cursor.unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn pending(&self, user: UserId, after: MsgId, limit: usize) -> StoreResult<Vec<Msg>> {
+        self.read(move |c| pending_of(c, user, after, limit)).await
+    }
+
+    async fn ack(&self, user: UserId, up_to: MsgId) -> StoreResult<()> {
+        self.writes
+            .send(Write::Ack { user, up_to })
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))
+    }
+
+    async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.writes.send(Write::Close { reply: tx }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
