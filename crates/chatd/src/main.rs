@@ -10,7 +10,7 @@ use clap::{Parser, ValueEnum};
 
 /// chatd: an instant-messaging server (JSON lines over TCP) on an embedded store.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Address to listen on.
     #[arg(long, env = "CHATD_LISTEN", default_value = "127.0.0.1:6000")]
