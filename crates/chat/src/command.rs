@@ -1,0 +1,286 @@
+//! The commands a logged-in user types, in the classic `name:arg:arg` form of the muduo
+//! chat clients, parsed into [`Command`] without touching the network.
+
+use chat_proto::{GroupId, MsgId, UserId};
+
+/// A conversation whose history can be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    User(UserId),
+    Group(GroupId),
+}
+
+/// One line of input, understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Command {
+    /// `chat:ID:TEXT`
+    Chat { to: UserId, text: String },
+    /// `groupchat:GROUP:TEXT`
+    GroupChat { group: GroupId, text: String },
+    /// `addfriend:ID`
+    AddFriend(UserId),
+    /// `removefriend:ID`
+    RemoveFriend(UserId),
+    /// `creategroup:NAME:DESC` (the description may be left out)
+    CreateGroup { name: String, desc: String },
+    /// `joingroup:GROUP`
+    JoinGroup(GroupId),
+    /// `quitgroup:GROUP`
+    QuitGroup(GroupId),
+    /// `deletegroup:GROUP`
+    DeleteGroup(GroupId),
+    /// `list:GROUP`: the group's members.
+    List(GroupId),
+    /// `history:ID[:BEFORE]` or `history:g:GROUP[:BEFORE]`
+    History {
+        target: Target,
+        before: Option<MsgId>,
+    },
+    /// `showme`: who am I, my friends and groups, as known locally.
+    ShowMe,
+    /// `updatelist`: fetch friends and groups from the server again.
+    UpdateList,
+    /// `users`: who is online.
+    Users,
+    /// `help`
+    Help,
+    /// `logout`: back to the login menu, connection kept.
+    Logout,
+    /// `quit`
+    Quit,
+}
+
+/// Every command with its usage, for `help` and for completion.
+pub(crate) const USAGE: &[(&str, &str)] = &[
+    ("chat:ID:TEXT", "send TEXT to user ID"),
+    ("groupchat:GROUP:TEXT", "send TEXT to group GROUP"),
+    ("addfriend:ID", "make user ID your friend"),
+    ("removefriend:ID", "remove user ID from your friends"),
+    ("creategroup:NAME:DESC", "create a group (DESC optional)"),
+    ("joingroup:GROUP", "join group GROUP"),
+    ("quitgroup:GROUP", "leave group GROUP"),
+    ("deletegroup:GROUP", "delete group GROUP (its creator only)"),
+    ("list:GROUP", "list the members of group GROUP"),
+    (
+        "history:ID[:BEFORE]",
+        "messages with user ID, newest last (older than message BEFORE)",
+    ),
+    ("history:g:GROUP[:BEFORE]", "messages of group GROUP"),
+    ("showme", "show who you are, your friends and groups"),
+    ("updatelist", "refresh friends and groups from the server"),
+    ("users", "list the users online now"),
+    ("help", "show this help"),
+    ("logout", "log out, back to the login menu"),
+    ("quit", "exit"),
+];
+
+/// Parses one line. `Ok(None)` for a blank line; `Err` holds text for the user.
+pub(crate) fn parse(line: &str) -> Result<Option<Command>, String> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    let (name, rest) = match line.split_once(':') {
+        Some((name, rest)) => (name.trim().to_ascii_lowercase(), Some(rest)),
+        None => (line.trim().to_ascii_lowercase(), None),
+    };
+    let usage = |u: &str| format!("usage: {u}");
+    let command = match (name.as_str(), rest) {
+        ("chat", Some(rest)) => {
+            let (id, text) = rest.split_once(':').ok_or_else(|| usage("chat:ID:TEXT"))?;
+            Command::Chat {
+                to: number(id, "user id")?,
+                text: text_of(text)?,
+            }
+        }
+        ("chat", None) => return Err(usage("chat:ID:TEXT")),
+        ("groupchat", Some(rest)) => {
+            let (id, text) = rest
+                .split_once(':')
+                .ok_or_else(|| usage("groupchat:GROUP:TEXT"))?;
+            Command::GroupChat {
+                group: number(id, "group id")?,
+                text: text_of(text)?,
+            }
+        }
+        ("groupchat", None) => return Err(usage("groupchat:GROUP:TEXT")),
+        ("addfriend", arg) => Command::AddFriend(one_number(arg, "addfriend:ID", "user id")?),
+        ("removefriend", arg) => {
+            Command::RemoveFriend(one_number(arg, "removefriend:ID", "user id")?)
+        }
+        ("creategroup", Some(rest)) => {
+            let (name, desc) = rest.split_once(':').unwrap_or((rest, ""));
+            let name = name.trim();
+            if name.is_empty() {
+                return Err(usage("creategroup:NAME:DESC"));
+            }
+            Command::CreateGroup {
+                name: name.to_string(),
+                desc: desc.trim().to_string(),
+            }
+        }
+        ("creategroup", None) => return Err(usage("creategroup:NAME:DESC")),
+        ("joingroup", arg) => Command::JoinGroup(one_number(arg, "joingroup:GROUP", "group id")?),
+        ("quitgroup", arg) => Command::QuitGroup(one_number(arg, "quitgroup:GROUP", "group id")?),
+        ("deletegroup", arg) => {
+            Command::DeleteGroup(one_number(arg, "deletegroup:GROUP", "group id")?)
+        }
+        ("list", arg) => Command::List(one_number(arg, "list:GROUP", "group id")?),
+        ("history", Some(rest)) => history(rest)?,
+        ("history", None) => return Err(usage("history:ID or history:g:GROUP")),
+        ("showme", None) => Command::ShowMe,
+        ("updatelist", None) => Command::UpdateList,
+        ("users", None) => Command::Users,
+        ("help", _) => Command::Help,
+        // `loginout` is the classic clients' spelling.
+        ("logout" | "loginout", None) => Command::Logout,
+        ("quit" | "exit", None) => Command::Quit,
+        ("showme" | "updatelist" | "users" | "logout" | "loginout" | "quit" | "exit", Some(_)) => {
+            return Err(format!("{name} takes no argument"));
+        }
+        _ => {
+            let shown: String = name.chars().take(40).collect();
+            return Err(format!("unknown command \"{shown}\" (type help)"));
+        }
+    };
+    Ok(Some(command))
+}
+
+fn history(rest: &str) -> Result<Command, String> {
+    let usage = || "usage: history:ID[:BEFORE] or history:g:GROUP[:BEFORE]".to_string();
+    let parts: Vec<&str> = rest.split(':').collect();
+    let (target, before) = match parts.as_slice() {
+        [g, group] if g.trim() == "g" => (Target::Group(number(group, "group id")?), None),
+        [g, group, before] if g.trim() == "g" => (
+            Target::Group(number(group, "group id")?),
+            Some(number(before, "message id")?),
+        ),
+        [id] => (Target::User(number(id, "user id")?), None),
+        [id, before] => (
+            Target::User(number(id, "user id")?),
+            Some(number(before, "message id")?),
+        ),
+        _ => return Err(usage()),
+    };
+    Ok(Command::History { target, before })
+}
+
+fn one_number(arg: Option<&str>, usage: &str, what: &str) -> Result<i64, String> {
+    match arg {
+        Some(arg) if !arg.contains(':') => number(arg, what),
+        _ => Err(format!("usage: {usage}")),
+    }
+}
+
+fn number(text: &str, what: &str) -> Result<i64, String> {
+    let text = text.trim();
+    text.parse()
+        .map_err(|_| format!("{what} must be a number, not \"{text}\""))
+}
+
+fn text_of(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        Err("the message is empty".to_string())
+    } else {
+        Ok(text.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(line: &str) -> Command {
+        match parse(line) {
+            Ok(Some(cmd)) => cmd,
+            other => panic!("{line:?} gave {other:?}"),
+        }
+    }
+
+    fn err(line: &str) -> String {
+        match parse(line) {
+            Err(e) => e,
+            other => panic!("{line:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_messages_keeping_colons_in_the_text() {
+        assert_eq!(
+            ok("chat:2:hi: there"),
+            Command::Chat {
+                to: 2,
+                text: "hi: there".into()
+            }
+        );
+        assert_eq!(
+            ok("groupchat: 7 :a"),
+            Command::GroupChat {
+                group: 7,
+                text: "a".into()
+            }
+        );
+        assert!(err("chat:x:hi").contains("must be a number"));
+        assert!(err("chat:2").starts_with("usage"));
+        assert!(err("chat:2: ").contains("empty"));
+    }
+
+    #[test]
+    fn parses_friend_and_group_commands() {
+        assert_eq!(ok("addfriend:3"), Command::AddFriend(3));
+        assert_eq!(ok("REMOVEFRIEND:3\r"), Command::RemoveFriend(3));
+        assert_eq!(
+            ok("creategroup:rust:all about: rust"),
+            Command::CreateGroup {
+                name: "rust".into(),
+                desc: "all about: rust".into()
+            }
+        );
+        assert_eq!(
+            ok("creategroup:solo"),
+            Command::CreateGroup {
+                name: "solo".into(),
+                desc: String::new()
+            }
+        );
+        assert_eq!(ok("joingroup:1"), Command::JoinGroup(1));
+        assert_eq!(ok("quitgroup:1"), Command::QuitGroup(1));
+        assert_eq!(ok("deletegroup:1"), Command::DeleteGroup(1));
+        assert_eq!(ok("list:1"), Command::List(1));
+        assert!(err("addfriend").starts_with("usage"));
+        assert!(err("addfriend:1:2").starts_with("usage"));
+    }
+
+    #[test]
+    fn parses_history_forms() {
+        assert_eq!(
+            ok("history:4"),
+            Command::History {
+                target: Target::User(4),
+                before: None
+            }
+        );
+        assert_eq!(
+            ok("history:g:5:99"),
+            Command::History {
+                target: Target::Group(5),
+                before: Some(99)
+            }
+        );
+        assert!(parse("history:g").is_err());
+        assert!(parse("history:1:2:3").is_err());
+    }
+
+    #[test]
+    fn parses_plain_words_and_refuses_the_rest() {
+        assert_eq!(parse("   "), Ok(None));
+        assert_eq!(ok(" showme "), Command::ShowMe);
+        assert_eq!(ok("updatelist"), Command::UpdateList);
+        assert_eq!(ok("users"), Command::Users);
+        assert_eq!(ok("help"), Command::Help);
+        assert_eq!(ok("loginout"), Command::Logout);
+        assert_eq!(ok("quit"), Command::Quit);
+        assert!(err("dance").contains("unknown command"));
+        assert!(parse("quit:now").is_err());
+    }
+}
