@@ -71,6 +71,8 @@ pub(crate) struct Session<W> {
     pub(crate) login: Option<Login>,
     /// Set by `login`: replay pending messages and send `synced` after the reply.
     pub(crate) needs_sync: bool,
+    /// When a connection that is not logged in is closed; restarts at logout.
+    login_deadline: Instant,
     writer: W,
     out: Vec<u8>,
 }
@@ -83,10 +85,11 @@ enum Step {
 impl<W: AsyncWrite + Unpin> Session<W> {
     fn new(ctx: Arc<Ctx>, conn_id: u64, writer: W) -> Session<W> {
         Session {
-            ctx,
+            ctx: ctx.clone(),
             conn_id,
             login: None,
             needs_sync: false,
+            login_deadline: Instant::now() + ctx.config.login_timeout,
             writer,
             out: Vec::new(),
         }
@@ -105,12 +108,11 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         S: Stream<Item = Result<BytesMut, FrameError>> + Unpin,
     {
         let config = self.ctx.config.clone();
-        let login_deadline = Instant::now() + config.login_timeout;
         let mut idle_deadline = Instant::now() + config.idle_timeout;
         loop {
             let (deadline, reason) = match &self.login {
-                None if login_deadline < idle_deadline => {
-                    (login_deadline, kick_reason::LOGIN_TIMEOUT)
+                None if self.login_deadline < idle_deadline => {
+                    (self.login_deadline, kick_reason::LOGIN_TIMEOUT)
                 }
                 _ => (idle_deadline, kick_reason::IDLE_TIMEOUT),
             };
@@ -316,6 +318,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     /// Leaves the hub; tells friends if this was the user's live session.
     pub(crate) async fn end_login(&mut self) -> Option<Login> {
         let login = self.login.take()?;
+        self.login_deadline = Instant::now() + self.ctx.config.login_timeout;
         if self.ctx.hub.unregister(login.user.id, self.conn_id) {
             ops::friends::announce_presence(&self.ctx, login.user.id, false).await;
         }
