@@ -1,0 +1,272 @@
+//! The ops every session starts with: ping, echo, register, login, logout, whoami,
+//! users, and how replies carry the request's rid.
+
+use serde_json::{json, Value};
+
+use crate::util::{find, ids, TestServer, PASSWORD};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_and_echo_work_before_login() {
+    let server = TestServer::start().await;
+    let mut conn = server.connect().await;
+    let reply = conn.ok(json!({"op": "ping"})).await;
+    assert_eq!(reply["ok"], true);
+    let reply = conn.ok(json!({"op": "echo", "text": "héllo, 世界"})).await;
+    assert_eq!(reply["text"], "héllo, 世界");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_gives_ids_and_names_are_unique() {
+    let server = TestServer::start().await;
+    let mut conn = server.connect().await;
+    let alice = conn.register("alice", PASSWORD).await;
+    let bob = conn.register("bob", "other password").await;
+    assert_ne!(alice, bob);
+    conn.expect_err(
+        json!({"op": "register", "name": "alice", "password": "x"}),
+        "conflict",
+    )
+    .await;
+    // The failed register changed nothing: alice still logs in with her password.
+    let reply = conn.login_name("alice", PASSWORD).await;
+    assert_eq!(reply["user"], json!({"id": alice, "name": "alice"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_by_name_and_by_id() {
+    let server = TestServer::start().await;
+    let (mut conn, id) = server.register("alice").await;
+
+    let (reply, pending) = conn
+        .login(json!({"name": "alice", "password": PASSWORD}))
+        .await;
+    assert_eq!(reply["user"], json!({"id": id, "name": "alice"}));
+    assert!(!reply["token"].as_str().unwrap().is_empty(), "{reply}");
+    assert_eq!(reply["friends"], json!([]));
+    assert_eq!(reply["groups"], json!([]));
+    assert!(pending.is_empty());
+
+    conn.ok(json!({"op": "logout"})).await;
+    let (reply, _) = conn.login(json!({"id": id, "password": PASSWORD})).await;
+    assert_eq!(reply["user"], json!({"id": id, "name": "alice"}));
+    let me = conn.ok(json!({"op": "whoami"})).await;
+    assert_eq!(me["user"], json!({"id": id, "name": "alice"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_fail_with_auth_failed() {
+    let server = TestServer::start().await;
+    let (mut conn, id) = server.register("alice").await;
+    for fields in [
+        json!({"name": "alice", "password": "wrong"}),
+        json!({"id": id, "password": "wrong"}),
+        json!({"name": "nobody", "password": PASSWORD}),
+        json!({"id": id + 1000, "password": PASSWORD}),
+        json!({"token": "not-a-token"}),
+        json!({"token": ""}),
+    ] {
+        let mut req = json!({"op": "login"});
+        for (k, v) in fields.as_object().unwrap() {
+            req[k] = v.clone();
+        }
+        conn.expect_err(req, "auth_failed").await;
+    }
+    // Still not logged in, and the connection still works.
+    conn.expect_err(json!({"op": "whoami"}), "unauthenticated")
+        .await;
+    conn.login_name("alice", PASSWORD).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_other_than_register_login_ping_echo_need_a_login() {
+    let server = TestServer::start().await;
+    let (mut conn, id) = server.register("alice").await;
+    let ops = [
+        json!({"op": "logout"}),
+        json!({"op": "whoami"}),
+        json!({"op": "users"}),
+        json!({"op": "add_friend", "id": id}),
+        json!({"op": "remove_friend", "id": id}),
+        json!({"op": "friends"}),
+        json!({"op": "send", "to": id, "text": "hi"}),
+        json!({"op": "create_group", "name": "g", "desc": "d"}),
+        json!({"op": "join_group", "group": 1}),
+        json!({"op": "leave_group", "group": 1}),
+        json!({"op": "delete_group", "group": 1}),
+        json!({"op": "groups"}),
+        json!({"op": "group_members", "group": 1}),
+        json!({"op": "group_send", "group": 1, "text": "hi"}),
+        json!({"op": "history", "with": id}),
+        json!({"op": "ack", "id": 1}),
+    ];
+    for op in &ops {
+        conn.expect_err(op.clone(), "unauthenticated").await;
+    }
+    // After a logout, the same again.
+    conn.login_name("alice", PASSWORD).await;
+    conn.ok(json!({"op": "logout"})).await;
+    for op in &ops {
+        conn.expect_err(op.clone(), "unauthenticated").await;
+    }
+    conn.ok(json!({"op": "ping"})).await;
+    conn.ok(json!({"op": "echo", "text": "still here"})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_keeps_the_connection_and_revokes_the_token() {
+    let server = TestServer::start().await;
+    let (mut conn, id) = server.register("alice").await;
+    let reply = conn.login_name("alice", PASSWORD).await;
+    let token = reply["token"].as_str().unwrap().to_string();
+
+    let reply = conn.ok(json!({"op": "logout"})).await;
+    assert_eq!(reply["ok"], true);
+    conn.expect_err(json!({"op": "whoami"}), "unauthenticated")
+        .await;
+    conn.ok(json!({"op": "ping"})).await;
+
+    // The token of the ended session no longer works, on any connection.
+    let mut other = server.connect().await;
+    other
+        .expect_err(json!({"op": "login", "token": token}), "auth_failed")
+        .await;
+    conn.expect_err(json!({"op": "login", "token": token}), "auth_failed")
+        .await;
+
+    // The same connection logs in again.
+    conn.login_name("alice", PASSWORD).await;
+    let me = conn.ok(json!({"op": "whoami"})).await;
+    assert_eq!(me["user"], json!({"id": id, "name": "alice"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_resumes_the_session_on_a_new_connection() {
+    let server = TestServer::start().await;
+    let (mut first, id) = server.register("alice").await;
+    let reply = first.login_name("alice", PASSWORD).await;
+    let token = reply["token"].as_str().unwrap().to_string();
+    first.drop_connection();
+
+    let mut second = server.connect().await;
+    let (reply, _) = second.login(json!({"token": token})).await;
+    assert_eq!(reply["user"], json!({"id": id, "name": "alice"}));
+    assert!(reply["friends"].is_array() && reply["groups"].is_array());
+    let me = second.ok(json!({"op": "whoami"})).await;
+    assert_eq!(me["user"], json!({"id": id, "name": "alice"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whoami_and_users_online() {
+    let server = TestServer::start().await;
+    let (mut alice, alice_id) = server.user("alice").await;
+    let (mut bob, bob_id) = server.user("bob").await;
+    let (_carol_conn, carol_id) = server.register("carol").await; // registered, offline
+
+    let me = alice.ok(json!({"op": "whoami"})).await;
+    assert_eq!(me["user"], json!({"id": alice_id, "name": "alice"}));
+
+    let reply = alice.ok(json!({"op": "users"})).await;
+    let mut online = ids(&reply["users"]);
+    online.sort();
+    assert_eq!(online, vec![alice_id, bob_id], "{reply}");
+    assert!(!online.contains(&carol_id));
+    assert_eq!(find(&reply["users"], bob_id)["name"], "bob");
+
+    // Once bob has logged out, only alice is online. Friendship gives a presence event
+    // to wait for.
+    alice.ok(json!({"op": "add_friend", "id": bob_id})).await;
+    bob.wait_event("friend_added").await;
+    bob.ok(json!({"op": "logout"})).await;
+    let presence = alice.wait_event("presence").await;
+    assert_eq!(
+        presence,
+        json!({"event": "presence", "user": bob_id, "online": false})
+    );
+    let reply = alice.ok(json!({"op": "users"})).await;
+    assert_eq!(ids(&reply["users"]), vec![alice_id], "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_echo_the_rid_verbatim() {
+    let server = TestServer::start().await;
+    let mut conn = server.connect().await;
+    for rid in [
+        json!(42),
+        json!(0),
+        json!(-7),
+        json!(9_007_199_254_740_993_u64),
+        json!("abc"),
+        json!(""),
+        json!("with \"quotes\" and ünïcode"),
+        Value::Null,
+    ] {
+        let reply = conn.request(json!({"op": "ping", "rid": rid})).await;
+        assert_eq!(reply["rid"], rid, "{reply}");
+        assert_eq!(reply["ok"], true, "{reply}");
+    }
+
+    // No rid at all: the reply carries `"rid": null`.
+    conn.send_raw(b"{\"op\":\"echo\",\"text\":\"no rid\"}\n")
+        .await;
+    let reply = conn.reply_for(&Value::Null).await;
+    assert_eq!(reply["text"], "no rid", "{reply}");
+    let raw = reply.as_object().unwrap();
+    assert!(
+        raw.contains_key("rid"),
+        "the reply must carry rid: null: {reply}"
+    );
+
+    // A request with bad fields or an unknown op still gets its rid back.
+    let reply = conn
+        .request(json!({"op": "echo", "rid": "bad-fields", "text": 5}))
+        .await;
+    assert_eq!(reply["rid"], "bad-fields");
+    assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
+    let reply = conn.request(json!({"op": "dance", "rid": 77})).await;
+    assert_eq!(reply["rid"], 77);
+    assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
+    let reply = conn
+        .request(json!({"op": "whoami", "rid": "needs-login"}))
+        .await;
+    assert_eq!(reply["rid"], "needs-login");
+    assert_eq!(reply["error"]["code"], "unauthenticated", "{reply}");
+}
+
+/// The client library (`chat_client`) against the real server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_library_talks_to_the_server() {
+    use chat_client::Client;
+    use chat_proto::Event;
+
+    let server = TestServer::start().await;
+    let (alice, _alice_events) = Client::connect(server.addr()).await.unwrap();
+    let (bob, mut bob_events) = Client::connect(server.addr()).await.unwrap();
+    let alice_id = alice.register("alice", PASSWORD).await.unwrap().user.id;
+    let bob_id = bob.register("bob", PASSWORD).await.unwrap().user.id;
+    let login = alice.login_name("alice", PASSWORD).await.unwrap();
+    assert_eq!(login.user.id, alice_id);
+    let login = bob.login_id(bob_id, PASSWORD).await.unwrap();
+    assert_eq!(login.user.name, "bob");
+    let synced = tokio::time::timeout(crate::util::WAIT, bob_events.next())
+        .await
+        .unwrap();
+    assert_eq!(synced, Some(Event::Synced));
+
+    let sent = alice.send(bob_id, "hello bob").await.unwrap();
+    let event = tokio::time::timeout(crate::util::WAIT, bob_events.next())
+        .await
+        .unwrap();
+    let Some(Event::Msg(msg)) = event else {
+        panic!("expected a msg event, got {event:?}");
+    };
+    assert_eq!((msg.id, msg.ts), (sent.msg.id, sent.msg.ts));
+    assert_eq!(
+        (msg.from, msg.to, msg.group),
+        (alice_id, Some(bob_id), None)
+    );
+    assert_eq!(msg.text, "hello bob");
+    bob.ack(msg.id).await.unwrap();
+
+    let err = alice.send(bob_id, "").await.unwrap_err();
+    assert_eq!(err.code(), Some(chat_proto::ErrorCode::BadRequest));
+}

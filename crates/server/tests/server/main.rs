@@ -1,0 +1,19 @@
+//! Integration tests of chatd: each test starts the real server (`chat_server::run`) on
+//! 127.0.0.1:0 with a fresh SQLite store and talks to it over TCP, mostly with raw JSON
+//! lines ([`util::Conn`]), once through the client library.
+//!
+//! - `basics`: ping, echo, register, login (name, id, token), logout, whoami, users, rids.
+//! - `errors`: malformed input, bad fields, limits, `too_large`, framing.
+//! - `friends`: add and remove friends, presence.
+//! - `messages`: one-to-one messages, pending delivery, acks, history.
+//! - `groups`: create, join, leave, delete, members, group messages and history.
+//! - `sessions`: second login, login and idle timeouts, shutdown, restart.
+#![allow(clippy::unwrap_used)]
+
+mod basics;
+mod errors;
+mod friends;
+mod groups;
+mod messages;
+mod sessions;
+mod util;

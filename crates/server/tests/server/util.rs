@@ -1,0 +1,457 @@
+//! Helpers shared by the integration tests: a real server on port 0 with a fresh store
+//! ([`TestServer`]) and a raw JSON-lines connection to it ([`Conn`]).
+//!
+//! Nothing here sleeps to wait for something: every wait reads from the socket until the
+//! expected frame arrives, under a generous [`WAIT`] so that a bug fails the test instead
+//! of hanging it.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The longest any test waits for one frame, a close or a server to stop.
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
+
+/// The password every test user gets unless a test says otherwise.
+pub(crate) const PASSWORD: &str = "secret-pw";
+
+/// A running `chat_server::run` on 127.0.0.1:0 over a store in a temporary directory.
+pub(crate) struct TestServer {
+    /// Keeps the store's directory alive across restarts.
+    _dir: tempfile::TempDir,
+    config: chat_server::Config,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), chat_server::ServerError>>>,
+}
+
+impl TestServer {
+    /// A server with the test defaults (cheap hashing, the default limits).
+    pub(crate) async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// A server whose config `tweak` adjusts first (short timeouts, small limits).
+    pub(crate) async fn start_with(tweak: impl FnOnce(&mut chat_server::Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = chat_server::Config::for_tests(dir.path().join("chat.db"));
+        tweak(&mut config);
+        let (addr, stop, task) = spawn(config.clone()).await;
+        TestServer {
+            _dir: dir,
+            config,
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Signals shutdown and waits for `run` to return, which must be `Ok`.
+    pub(crate) async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let result = tokio::time::timeout(WAIT, task)
+                .await
+                .expect("server did not stop in time")
+                .expect("server task panicked");
+            if let Err(e) = result {
+                panic!("run returned an error: {e}");
+            }
+        }
+    }
+
+    /// Stops the server and starts a new one on the same store (on a new port).
+    pub(crate) async fn restart(&mut self) {
+        self.stop().await;
+        let (addr, stop, task) = spawn(self.config.clone()).await;
+        self.addr = addr;
+        self.stop = Some(stop);
+        self.task = Some(task);
+    }
+
+    /// A new raw connection.
+    pub(crate) async fn connect(&self) -> Conn {
+        Conn::connect(self.addr).await
+    }
+
+    /// Registers `name` (password [`PASSWORD`]) on a new connection; returns the
+    /// connection, not logged in, and the new user's id.
+    pub(crate) async fn register(&self, name: &str) -> (Conn, i64) {
+        let mut conn = self.connect().await;
+        let id = conn.register(name, PASSWORD).await;
+        (conn, id)
+    }
+
+    /// Registers `name` and logs it in on a new connection, up to `synced`.
+    pub(crate) async fn user(&self, name: &str) -> (Conn, i64) {
+        let (mut conn, id) = self.register(name).await;
+        conn.login_name(name, PASSWORD).await;
+        (conn, id)
+    }
+}
+
+async fn spawn(
+    config: chat_server::Config,
+) -> (
+    SocketAddr,
+    oneshot::Sender<()>,
+    JoinHandle<Result<(), chat_server::ServerError>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(chat_server::run(listener, config, async move {
+        let _ = stop_rx.await;
+    }));
+    (addr, stop_tx, task)
+}
+
+/// One frame read from a connection: its JSON, or the end of the connection.
+#[derive(Debug)]
+enum Read {
+    Frame(Value),
+    Closed,
+}
+
+/// A raw connection speaking JSON lines. Replies are matched by rid; events that arrive
+/// meanwhile are kept, in order, for [`Conn::next_event`].
+pub(crate) struct Conn {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    /// Events read while waiting for something else, oldest first.
+    events: VecDeque<Value>,
+    /// Replies read while waiting for another rid.
+    replies: Vec<Value>,
+    next_rid: u64,
+    closed: bool,
+}
+
+impl Conn {
+    pub(crate) async fn connect(addr: SocketAddr) -> Conn {
+        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let (read, write) = stream.into_split();
+        Conn {
+            reader: BufReader::new(read),
+            writer: write,
+            events: VecDeque::new(),
+            replies: Vec::new(),
+            next_rid: 1,
+            closed: false,
+        }
+    }
+
+    /// Writes bytes as they are.
+    pub(crate) async fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.expect("write");
+        self.writer.flush().await.expect("flush");
+    }
+
+    /// Writes one JSON frame and its `\n`.
+    pub(crate) async fn send(&mut self, frame: &Value) {
+        let mut line = serde_json::to_vec(frame).expect("json");
+        line.push(b'\n');
+        self.send_raw(&line).await;
+    }
+
+    /// Reads one line, or notices the end of the connection (a reset counts as an end).
+    async fn read(&mut self) -> Read {
+        if self.closed {
+            return Read::Closed;
+        }
+        let mut line = Vec::new();
+        let n = tokio::time::timeout(WAIT, self.reader.read_until(b'\n', &mut line))
+            .await
+            .expect("timed out waiting for a frame from the server");
+        match n {
+            Ok(0) | Err(_) => {
+                self.closed = true;
+                Read::Closed
+            }
+            Ok(_) if line.last() != Some(&b'\n') => {
+                // A last line without its end: the server closed mid-frame.
+                self.closed = true;
+                Read::Closed
+            }
+            Ok(_) => {
+                let value: Value = serde_json::from_slice(&line).unwrap_or_else(|e| {
+                    panic!(
+                        "server sent a line that is not JSON ({e}): {:?}",
+                        String::from_utf8_lossy(&line)
+                    )
+                });
+                assert!(value.is_object(), "server sent a non-object: {value}");
+                Read::Frame(value)
+            }
+        }
+    }
+
+    /// Keeps an event or a reply that was read while waiting for something else.
+    fn stash(&mut self, frame: Value) {
+        if frame.get("event").is_some() {
+            assert!(
+                frame.get("ok").is_none() && frame.get("rid").is_none(),
+                "an event carries ok or rid: {frame}"
+            );
+            self.events.push_back(frame);
+        } else {
+            assert!(
+                frame.get("rid").is_some() && frame["ok"].is_boolean(),
+                "a reply lacks rid or ok: {frame}"
+            );
+            self.replies.push(frame);
+        }
+    }
+
+    /// Waits for the reply whose rid is `rid`, keeping every event that comes first.
+    pub(crate) async fn reply_for(&mut self, rid: &Value) -> Value {
+        loop {
+            if let Some(at) = self.replies.iter().position(|r| &r["rid"] == rid) {
+                return self.replies.remove(at);
+            }
+            match self.read().await {
+                Read::Frame(frame) => self.stash(frame),
+                Read::Closed => panic!(
+                    "connection closed while waiting for reply rid {rid}; events before: {:?}",
+                    self.events
+                ),
+            }
+        }
+    }
+
+    /// Sends a request and returns its reply. A request without `rid` gets a fresh
+    /// numeric one; a request with `"rid": null` is sent as it is.
+    pub(crate) async fn request(&mut self, mut req: Value) -> Value {
+        let rid = match req.get("rid") {
+            Some(rid) => rid.clone(),
+            None => {
+                let rid = json!(self.next_rid);
+                self.next_rid += 1;
+                req["rid"] = rid.clone();
+                rid
+            }
+        };
+        self.send(&req).await;
+        self.reply_for(&rid).await
+    }
+
+    /// Sends a request that must succeed; returns the reply.
+    pub(crate) async fn ok(&mut self, req: Value) -> Value {
+        let shown = req.to_string();
+        let reply = self.request(req).await;
+        assert_eq!(reply["ok"], true, "request {shown} failed: {reply}");
+        assert!(reply.get("error").is_none(), "ok reply has error: {reply}");
+        reply
+    }
+
+    /// Sends a request that must fail; returns the error code.
+    pub(crate) async fn err(&mut self, req: Value) -> String {
+        let shown = req.to_string();
+        let reply = self.request(req).await;
+        error_code(&reply).unwrap_or_else(|| panic!("request {shown} did not fail: {reply}"))
+    }
+
+    /// Sends a request that must fail with `code`.
+    pub(crate) async fn expect_err(&mut self, req: Value, code: &str) {
+        let shown = req.to_string();
+        let got = self.err(req).await;
+        assert_eq!(got, code, "wrong error code for {shown}");
+    }
+
+    /// The next event, waiting for it if none has arrived yet.
+    pub(crate) async fn next_event(&mut self) -> Value {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return event;
+            }
+            match self.read().await {
+                Read::Frame(frame) => self.stash(frame),
+                Read::Closed => panic!("connection closed while waiting for an event"),
+            }
+        }
+    }
+
+    /// Skips events until one named `name` comes, and returns it.
+    pub(crate) async fn wait_event(&mut self, name: &str) -> Value {
+        loop {
+            let event = self.next_event().await;
+            if event["event"] == name {
+                return event;
+            }
+        }
+    }
+
+    /// Events that have arrived and not been taken yet (without reading the socket).
+    pub(crate) fn buffered_events(&self) -> Vec<Value> {
+        self.events.iter().cloned().collect()
+    }
+
+    /// Reads until the server closes the connection; returns every event and reply that
+    /// came before the end (events not taken yet included).
+    pub(crate) async fn expect_closed(&mut self) -> Vec<Value> {
+        let mut frames: Vec<Value> = self.events.drain(..).collect();
+        frames.append(&mut self.replies);
+        loop {
+            match self.read().await {
+                Read::Frame(frame) => frames.push(frame),
+                Read::Closed => return frames,
+            }
+        }
+    }
+
+    /// Waits for `kicked` with `reason`, then for the server to close the connection.
+    pub(crate) async fn expect_kicked(&mut self, reason: &str) {
+        let frames = self.expect_closed().await;
+        let kicked: Vec<&Value> = frames.iter().filter(|f| f["event"] == "kicked").collect();
+        assert_eq!(
+            kicked.len(),
+            1,
+            "expected one kicked event before the close, got {frames:?}"
+        );
+        assert_eq!(kicked[0]["reason"], reason, "{frames:?}");
+        assert_eq!(
+            frames.last().map(|f| &f["event"]),
+            Some(&json!("kicked")),
+            "kicked must be the last frame before the close: {frames:?}"
+        );
+    }
+
+    /// Registers a user; returns its id.
+    pub(crate) async fn register(&mut self, name: &str, password: &str) -> i64 {
+        let reply = self
+            .ok(json!({"op": "register", "name": name, "password": password}))
+            .await;
+        assert_eq!(reply["user"]["name"], name, "{reply}");
+        reply["user"]["id"].as_i64().expect("numeric user id")
+    }
+
+    /// Logs in with the given fields; returns the login reply and every message
+    /// delivered before `synced`.
+    pub(crate) async fn login(&mut self, fields: Value) -> (Value, Vec<Value>) {
+        let mut req = json!({"op": "login"});
+        for (k, v) in fields.as_object().expect("login fields").iter() {
+            req[k] = v.clone();
+        }
+        let before = self.events.len();
+        let reply = self.ok(req).await;
+        assert!(
+            reply["token"].is_string(),
+            "login reply has no token: {reply}"
+        );
+        let early: Vec<&Value> = self
+            .events
+            .iter()
+            .skip(before)
+            .filter(|e| e["event"] == "msg" || e["event"] == "synced")
+            .collect();
+        assert!(
+            early.is_empty(),
+            "pending messages and synced must come after the login reply: {early:?}"
+        );
+        let mut pending = Vec::new();
+        loop {
+            let event = self.next_event().await;
+            match event["event"].as_str() {
+                Some("synced") => return (reply, pending),
+                Some("msg") => pending.push(event),
+                // Presence and other events may interleave; they are not pending messages.
+                _ => {}
+            }
+        }
+    }
+
+    /// Logs in by name with [`PASSWORD`], up to `synced`; returns the reply.
+    pub(crate) async fn login_name(&mut self, name: &str, password: &str) -> Value {
+        self.login(json!({"name": name, "password": password}))
+            .await
+            .0
+    }
+
+    /// Sends a one-to-one message; returns `msg: {id, ts}` of the reply.
+    pub(crate) async fn send_msg(&mut self, to: i64, text: &str) -> Value {
+        let reply = self.ok(json!({"op": "send", "to": to, "text": text})).await;
+        assert!(reply["msg"]["id"].is_i64(), "{reply}");
+        assert!(reply["msg"]["ts"].is_i64(), "{reply}");
+        reply["msg"].clone()
+    }
+
+    /// Sends a group message; returns `msg: {id, ts}` of the reply.
+    pub(crate) async fn group_send(&mut self, group: i64, text: &str) -> Value {
+        let reply = self
+            .ok(json!({"op": "group_send", "group": group, "text": text}))
+            .await;
+        assert!(reply["msg"]["id"].is_i64(), "{reply}");
+        reply["msg"].clone()
+    }
+
+    /// Creates a group; returns its id.
+    pub(crate) async fn create_group(&mut self, name: &str) -> i64 {
+        let reply = self
+            .ok(json!({"op": "create_group", "name": name, "desc": format!("about {name}")}))
+            .await;
+        reply["group"]["id"].as_i64().expect("numeric group id")
+    }
+
+    /// Waits for the next `msg` event, skipping other events.
+    pub(crate) async fn next_msg(&mut self) -> Value {
+        self.wait_event("msg").await
+    }
+
+    /// Closes the connection at once (no logout).
+    pub(crate) fn drop_connection(self) {
+        drop(self);
+    }
+}
+
+/// The error code of a failed reply, `None` for a successful one.
+pub(crate) fn error_code(reply: &Value) -> Option<String> {
+    if reply["ok"] == true {
+        return None;
+    }
+    assert_eq!(reply["ok"], false, "reply without ok: {reply}");
+    assert!(
+        reply["error"]["message"].is_string(),
+        "error without message: {reply}"
+    );
+    Some(
+        reply["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("error without code: {reply}"))
+            .to_string(),
+    )
+}
+
+/// The ids of the `id` fields of a JSON array, in order.
+pub(crate) fn ids(list: &Value) -> Vec<i64> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"))
+        .iter()
+        .map(|v| v["id"].as_i64().unwrap_or_else(|| panic!("no id: {v}")))
+        .collect()
+}
+
+/// The entry with `id` in a JSON array of objects.
+pub(crate) fn find(list: &Value, id: i64) -> Value {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"))
+        .iter()
+        .find(|v| v["id"] == id)
+        .unwrap_or_else(|| panic!("no entry with id {id} in {list}"))
+        .clone()
+}
