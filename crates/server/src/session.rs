@@ -281,7 +281,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         }
         let result = self.writer.write_all(&self.out).await;
         self.out.clear();
-        if self.out.capacity() > 64 * 1024 {
+        if self.out.capacity() > 4 * 1024 {
             self.out = Vec::new();
         }
         result
