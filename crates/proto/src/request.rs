@@ -215,6 +215,14 @@ fn rid_is_valid(raw: &RawValue) -> bool {
 /// Parses one frame (the bytes of one JSON object, without the line ending).
 pub fn parse(frame: &[u8]) -> Result<(Rid, Request), BadRequest> {
     let bad = |rid: Rid, message: String| BadRequest { rid, message };
+    // Serde's derived structs would also read a JSON array, field by field: refuse it here.
+    if frame.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        let message = match serde_json::from_slice::<serde::de::IgnoredAny>(frame) {
+            Ok(_) => "a request must be a JSON object".to_string(),
+            Err(e) => format!("not valid JSON: {e}"),
+        };
+        return Err(bad(Rid::NONE, message));
+    }
     let envelope: Envelope<'_> = match serde_json::from_slice(frame) {
         Ok(envelope) => envelope,
         Err(e) => {
@@ -307,6 +315,8 @@ mod tests {
     #[test]
     fn refuses_what_is_not_an_object_or_not_json() {
         assert_eq!(parse(b"[1,2]").unwrap_err().rid.as_json(), "null");
+        assert!(parse(br#"["ping", 5]"#).is_err());
+        assert!(parse(b" 42").unwrap_err().message.contains("JSON object"));
         assert!(parse(b"{nope")
             .unwrap_err()
             .message
