@@ -9,6 +9,7 @@
 //! Before login the server closes idle connections after its login timeout; the client
 //! then connects again, quietly, when the user has typed their credentials.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -34,6 +35,8 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the last acks may take when quitting.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for the replay after login before taking commands anyway.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages per `history` page.
 const HISTORY_PAGE: i64 = 50;
 
@@ -93,6 +96,8 @@ pub(crate) struct App {
     /// The highest message id shown in this login, and the highest acked.
     shown: MsgId,
     acked: MsgId,
+    /// The names of the users seen so far (friends, members, senders), for labels.
+    names: HashMap<UserId, String>,
     /// Acks and pings in flight; awaited (briefly) before exiting.
     tasks: Vec<JoinHandle<()>>,
     ping: Interval,
@@ -112,6 +117,7 @@ pub(crate) async fn run(addr: String, auto: Option<AutoLogin>, plain: bool) -> E
         replayed: None,
         shown: 0,
         acked: 0,
+        names: HashMap::new(),
         tasks: Vec::new(),
         ping,
     };
@@ -343,6 +349,9 @@ impl App {
         match reply {
             Ok(reply) => {
                 let name = who_of(&reply.user);
+                self.learn(reply.user.id, &reply.user.name);
+                self.learn_friends(&reply.friends);
+                self.learn_groups(&reply.groups);
                 self.me = Some(Me {
                     user: reply.user,
                     friends: reply.friends,
@@ -368,6 +377,7 @@ impl App {
 
     /// Commands until logout (`Ok`) or quit (`Err(Exit::Quit)`).
     async fn chat(&mut self) -> Result<(), Exit> {
+        self.wait_synced().await?;
         while let Some(me) = &self.me {
             let prompt = format!("{}> ", clean(&me.user.name));
             let line = self.read_line(&prompt, false).await?;
@@ -376,6 +386,20 @@ impl App {
                 Ok(Some(Command::Quit)) => return Err(Exit::Quit),
                 Ok(Some(cmd)) => self.execute(cmd).await?,
                 Err(e) => self.out.line(format!("error: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Shows the messages replayed after login before taking the first command, so that
+    /// a script's output is in a stable order and nothing replayed is cut off by its end.
+    async fn wait_synced(&mut self) -> Result<(), Exit> {
+        let deadline = Instant::now() + SYNC_TIMEOUT;
+        while self.replayed.is_some() {
+            tokio::select! {
+                biased;
+                event = next_event(&mut self.conn) => self.on_event(event)?,
+                _ = tokio::time::sleep_until(deadline) => break,
             }
         }
         Ok(())
@@ -460,6 +484,7 @@ impl App {
                         .await?
                         .map(|r| r.members)
                         .unwrap_or_default();
+                    self.learn_members(&members);
                     if let Some(me) = &mut self.me {
                         me.groups.retain(|known| known.id != g.id);
                         me.groups.push(GroupInfo {
@@ -491,6 +516,7 @@ impl App {
             Command::List(group) => {
                 let req = Request::GroupMembers(GroupRef { group });
                 if let Some(reply) = self.ok::<MembersReply>(&req).await? {
+                    self.learn_members(&reply.members);
                     let mut lines = vec![format!(
                         "{} members ({}):",
                         self.group_label(group),
@@ -508,6 +534,12 @@ impl App {
             Command::UpdateList => {
                 let friends = self.ok::<FriendsReply>(&Request::Friends).await?;
                 let groups = self.ok::<GroupsReply>(&Request::Groups).await?;
+                if let Some(friends) = &friends {
+                    self.learn_friends(&friends.friends);
+                }
+                if let Some(groups) = &groups {
+                    self.learn_groups(&groups.groups);
+                }
                 if let Some(me) = &mut self.me {
                     if let Some(friends) = friends {
                         me.friends = friends.friends;
@@ -520,6 +552,9 @@ impl App {
             }
             Command::Users => {
                 if let Some(reply) = self.ok::<UsersReply>(&Request::Users).await? {
+                    for u in &reply.users {
+                        self.learn(u.id, &u.name);
+                    }
                     let mut lines = vec![format!("online users ({}):", reply.users.len())];
                     lines.extend(
                         reply
@@ -590,6 +625,14 @@ impl App {
         let Some(reply) = self.ok::<HistoryReply>(&req).await? else {
             return Ok(());
         };
+        for m in &reply.messages {
+            self.learn(m.from, &m.from_name);
+        }
+        let title = match target {
+            // The messages may have taught the other user's name.
+            Target::User(id) => format!("history with {}", self.user_label(id)),
+            Target::Group(_) => title,
+        };
         let mut lines = vec![format!("{title}: {} message(s)", reply.messages.len())];
         lines.extend(reply.messages.iter().map(format::history_entry));
         if reply.messages.len() as i64 >= HISTORY_PAGE {
@@ -632,6 +675,7 @@ impl App {
     fn show(&mut self, event: Event) {
         match event {
             Event::Msg(msg) => {
+                self.learn(msg.from, &msg.from_name);
                 self.out.line(format::incoming(&msg));
                 self.shown = self.shown.max(msg.id);
                 if let Some(count) = &mut self.replayed {
@@ -680,8 +724,9 @@ impl App {
                 if self.me.is_some() {
                     let why = match reason.as_str() {
                         chat_proto::event::kick_reason::LOGGED_IN_ELSEWHERE => {
-                            " (you logged in elsewhere)"
+                            ": this user logged in on another connection"
                         }
+                        chat_proto::event::kick_reason::SHUTDOWN => ": the server is shutting down",
                         _ => "",
                     };
                     self.out.line(format!("[kicked] {}{why}", clean(&reason)));
@@ -749,6 +794,7 @@ impl App {
     }
 
     fn upsert_friend(&mut self, friend: Friend) {
+        self.learn(friend.id, &friend.name);
         if let Some(me) = &mut self.me {
             me.friends.retain(|f| f.id != friend.id);
             me.friends.push(friend);
@@ -765,20 +811,34 @@ impl App {
         self.me.as_mut()?.groups.iter_mut().find(|g| g.id == group)
     }
 
-    /// `bob(2)` when the user is known (me, a friend, a fellow member), else `user 2`.
+    fn learn(&mut self, id: UserId, name: &str) {
+        if self.names.get(&id).map(String::as_str) != Some(name) {
+            self.names.insert(id, name.to_string());
+        }
+    }
+
+    fn learn_friends(&mut self, friends: &[Friend]) {
+        for f in friends {
+            self.learn(f.id, &f.name);
+        }
+    }
+
+    fn learn_members(&mut self, members: &[Member]) {
+        for m in members {
+            self.learn(m.id, &m.name);
+        }
+    }
+
+    fn learn_groups(&mut self, groups: &[GroupInfo]) {
+        for g in groups {
+            self.learn_members(&g.members);
+        }
+    }
+
+    /// `bob(2)` when the user's name is known, else `user 2`.
     fn user_label(&self, id: UserId) -> String {
-        let Some(me) = &self.me else {
-            return format!("user {id}");
-        };
-        if me.user.id == id {
-            return who_of(&me.user);
-        }
-        if let Some(f) = me.friends.iter().find(|f| f.id == id) {
-            return who(&f.name, f.id);
-        }
-        let members = me.groups.iter().flat_map(|g| g.members.iter());
-        match members.into_iter().find(|m| m.id == id) {
-            Some(m) => who(&m.name, m.id),
+        match self.names.get(&id) {
+            Some(name) => who(name, id),
             None => format!("user {id}"),
         }
     }

@@ -458,9 +458,39 @@ async fn the_menu_reads_its_answers_from_input_and_offline_messages_wait() {
 
     // And answers live, with dave online.
     carol.send(&format!("chat:{dave_id}:yes")).await;
-    carol.expect("ok: message ").await;
+    let line = carol.expect("ok: message ").await;
+    let yes_id = number_after(&line, "message ");
     let line = dave.expect(&format!("carol({carol_id}): yes")).await;
     assert!(line.starts_with("[msg] "), "{line}");
+
+    // History pages backwards from a message id.
+    carol.send(&format!("history:{dave_id}:{yes_id}")).await;
+    carol
+        .expect(&format!("history with dave({dave_id}): 1 message(s)"))
+        .await;
+    carol.expect("are you there?").await;
+
+    // Joining and leaving a group through the client; what a member may not do.
+    dave.send("creategroup:book club").await;
+    let line = dave.expect("ok: created group ").await;
+    let group = number_after(&line, "group ");
+    carol.send(&format!("joingroup:{group}")).await;
+    carol
+        .expect(&format!("ok: joined group {group} \"book club\""))
+        .await;
+    carol.send("showme").await;
+    carol.expect(&format!("  {group} book club [member]")).await;
+    carol
+        .expect(&format!("    {dave_id} dave creator online"))
+        .await;
+    carol.send(&format!("deletegroup:{group}")).await;
+    carol.expect("error: forbidden: ").await;
+    carol.send(&format!("quitgroup:{group}")).await;
+    carol
+        .expect(&format!("ok: left group {group} \"book club\""))
+        .await;
+    carol.send(&format!("list:{group}")).await;
+    carol.expect("error: forbidden: ").await;
 
     carol.send("quit").await;
     assert!(carol.exits().await.success());
