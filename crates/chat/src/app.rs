@@ -7,7 +7,9 @@
 //! order, and the reply to `login` is printed before the messages replayed after it.
 //!
 //! Before login the server closes idle connections after its login timeout; the client
-//! then connects again, quietly, when the user has typed their credentials.
+//! then connects again, quietly, when the user has typed their credentials. After login a
+//! lost connection (a server restart, a network hiccup) is resumed with the session
+//! token, retried for about half a minute; a `kicked` for logging in elsewhere is final.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -37,6 +39,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const FINISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait for the replay after login before taking commands anyway.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+/// Seconds to wait before each attempt to resume a lost session.
+const RESUME_DELAYS: &[u64] = &[0, 1, 2, 3, 5, 8, 10];
 /// Messages per `history` page.
 const HISTORY_PAGE: i64 = 50;
 
@@ -75,6 +79,8 @@ struct Conn {
 /// The logged-in user and what the client knows of their world.
 struct Me {
     user: User,
+    /// Resumes the session after a lost connection.
+    token: String,
     friends: Vec<Friend>,
     groups: Vec<GroupInfo>,
 }
@@ -98,6 +104,8 @@ pub(crate) struct App {
     acked: MsgId,
     /// The names of the users seen so far (friends, members, senders), for labels.
     names: HashMap<UserId, String>,
+    /// Why the server ended this login, if it said so.
+    kicked: Option<String>,
     /// Acks and pings in flight; awaited (briefly) before exiting.
     tasks: Vec<JoinHandle<()>>,
     ping: Interval,
@@ -118,6 +126,7 @@ pub(crate) async fn run(addr: String, auto: Option<AutoLogin>, plain: bool) -> E
         shown: 0,
         acked: 0,
         names: HashMap::new(),
+        kicked: None,
         tasks: Vec::new(),
         ping,
     };
@@ -235,7 +244,7 @@ impl App {
     }
 
     /// A client on an open connection. Before login a closed connection (the server's
-    /// login timeout) is opened again; after login it is the end.
+    /// login timeout) is opened again; after login [`App::resume`] does that.
     async fn client(&mut self) -> Result<Client, Exit> {
         match &self.conn {
             Some(conn) if conn.open => Ok(conn.client.clone()),
@@ -277,7 +286,7 @@ impl App {
                 // The reply first: the login reply must print before the replayed messages.
                 biased;
                 out = &mut fut => return Ok(out),
-                event = next_event(&mut self.conn) => self.on_event(event)?,
+                event = next_event(&mut self.conn) => self.on_event(event).await?,
                 _ = self.ping.tick() => self.heartbeat(),
             }
         }
@@ -291,7 +300,7 @@ impl App {
             tokio::select! {
                 // Events first: what has arrived shows before the next command runs.
                 biased;
-                event = next_event(&mut self.conn) => self.on_event(event)?,
+                event = next_event(&mut self.conn) => self.on_event(event).await?,
                 line = self.input.recv() => return line.ok_or(Exit::Quit),
                 _ = self.ping.tick() => self.heartbeat(),
             }
@@ -349,18 +358,7 @@ impl App {
         match reply {
             Ok(reply) => {
                 let name = who_of(&reply.user);
-                self.learn(reply.user.id, &reply.user.name);
-                self.learn_friends(&reply.friends);
-                self.learn_groups(&reply.groups);
-                self.me = Some(Me {
-                    user: reply.user,
-                    friends: reply.friends,
-                    groups: reply.groups,
-                });
-                self.replayed = Some(0);
-                self.shown = 0;
-                self.acked = 0;
-                self.ping.reset();
+                self.logged_in(reply);
                 self.show_me();
                 self.out.line(format!("ok: logged in as {name}"));
                 if self.input.interactive() {
@@ -373,6 +371,85 @@ impl App {
                 Ok(false)
             }
         }
+    }
+
+    /// Takes in the login reply; the replay of pending messages follows.
+    fn logged_in(&mut self, reply: LoginReply) {
+        self.learn(reply.user.id, &reply.user.name);
+        self.learn_friends(&reply.friends);
+        self.learn_groups(&reply.groups);
+        self.me = Some(Me {
+            user: reply.user,
+            token: reply.token,
+            friends: reply.friends,
+            groups: reply.groups,
+        });
+        self.replayed = Some(0);
+        self.shown = 0;
+        self.acked = 0;
+        self.kicked = None;
+        self.ping.reset();
+    }
+
+    /// After a lost connection: connects again and resumes the session with its token,
+    /// retrying for about half a minute (a server restart), unless the user logged in
+    /// elsewhere. `Err` ends the client.
+    async fn resume(&mut self) -> Result<(), Exit> {
+        let elsewhere =
+            self.kicked.as_deref() == Some(chat_proto::event::kick_reason::LOGGED_IN_ELSEWHERE);
+        let token = match &self.me {
+            Some(me) if !elsewhere => me.token.clone(),
+            _ => {
+                self.me = None;
+                self.out.line("error: connection closed by the server");
+                return Err(Exit::Lost);
+            }
+        };
+        self.out
+            .line("[reconnecting] the connection was lost; connecting again");
+        let mut last = String::from("connection closed");
+        for delay in RESUME_DELAYS {
+            tokio::time::sleep(Duration::from_secs(*delay)).await;
+            let connect =
+                tokio::time::timeout(CONNECT_TIMEOUT, Client::connect(self.addr.as_str()));
+            let (client, events) = match connect.await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    last = e.to_string();
+                    continue;
+                }
+                Err(_) => {
+                    last = "timed out".to_string();
+                    continue;
+                }
+            };
+            self.conn = Some(Conn {
+                client: client.clone(),
+                events,
+                open: true,
+            });
+            match tokio::time::timeout(CONNECT_TIMEOUT, client.login_token(&token)).await {
+                Ok(Ok(reply)) => {
+                    let name = who_of(&reply.user);
+                    self.logged_in(reply);
+                    self.out
+                        .line(format!("[reconnected] logged in again as {name}"));
+                    return Ok(());
+                }
+                Ok(Err(e @ ClientError::Server(_))) => {
+                    // The token expired or was revoked: retrying will not help.
+                    report(&self.out, &e);
+                    last = e.to_string();
+                    break;
+                }
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = "timed out".to_string(),
+            }
+        }
+        self.me = None;
+        self.out
+            .line(format!("error: connection lost: {}", clean(&last)));
+        Err(Exit::Lost)
     }
 
     /// Commands until logout (`Ok`) or quit (`Err(Exit::Quit)`).
@@ -398,7 +475,7 @@ impl App {
         while self.replayed.is_some() {
             tokio::select! {
                 biased;
-                event = next_event(&mut self.conn) => self.on_event(event)?,
+                event = next_event(&mut self.conn) => self.on_event(event).await?,
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
@@ -652,15 +729,14 @@ impl App {
     }
 
     /// Shows an event (and any that arrived with it), then acks the messages shown.
-    /// The end of the event stream after login ends the client.
-    fn on_event(&mut self, event: Option<Event>) -> Result<(), Exit> {
+    /// At the end of the event stream after login, the session is resumed.
+    async fn on_event(&mut self, event: Option<Event>) -> Result<(), Exit> {
         let Some(event) = event else {
             if let Some(conn) = &mut self.conn {
                 conn.open = false;
             }
-            if self.me.take().is_some() {
-                self.out.line("error: connection closed by the server");
-                return Err(Exit::Lost);
+            if self.me.is_some() {
+                return self.resume().await;
             }
             return Ok(());
         };
@@ -722,6 +798,7 @@ impl App {
             Event::Kicked { reason } => {
                 // Before login this is the login timeout: the next request reconnects.
                 if self.me.is_some() {
+                    self.kicked = Some(reason.clone());
                     let why = match reason.as_str() {
                         chat_proto::event::kick_reason::LOGGED_IN_ELSEWHERE => {
                             ": this user logged in on another connection"

@@ -28,6 +28,11 @@ struct Server {
 async fn start_server() -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    serve(dir, listener)
+}
+
+/// Runs a server on `listener` with the store in `dir`.
+fn serve(dir: tempfile::TempDir, listener: TcpListener) -> Server {
     let addr = listener.local_addr().expect("local addr");
     let config = chat_server::Config::for_tests(dir.path().join("chat.db"));
     let (stop, stopped) = oneshot::channel::<()>();
@@ -48,11 +53,26 @@ async fn start_server() -> Server {
 }
 
 impl Server {
-    async fn stop(mut self) {
+    async fn stop(self) {
+        self.halt().await;
+    }
+
+    /// Stops the server, and starts a new one on the same address and store.
+    async fn restart(self) -> Server {
+        let (addr, dir) = self.halt().await;
+        let listener = TcpListener::bind(addr).await.expect("bind again");
+        serve(dir, listener)
+    }
+
+    async fn halt(mut self) -> (SocketAddr, tempfile::TempDir) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = tokio::time::timeout(WAIT, &mut self.task).await;
+        tokio::time::timeout(WAIT, &mut self.task)
+            .await
+            .expect("server stops")
+            .expect("server task");
+        (self.addr, self._dir)
     }
 }
 
@@ -548,4 +568,31 @@ async fn no_server_is_a_clear_error() {
     let mut chat = Chat::spawn("nowhere", addr, &["--login", "x"], Some("pw"));
     chat.expect("error: cannot connect to ").await;
     assert!(!chat.exits().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_resumes_its_session_after_a_server_restart() {
+    let server = start_server().await;
+    let (_bob, _bob_events, bob_id) = library_user(server.addr, "bob").await;
+    let mut gina = Chat::spawn("gina", server.addr, &["--register", "gina"], Some("pw"));
+    let line = gina.expect("ok: registered gina with id ").await;
+    let gina_id = number_after(&line, "with id ");
+    gina.expect("[synced]").await;
+
+    let server = server.restart().await;
+    gina.expect("[kicked] shutdown").await;
+    gina.expect("[reconnecting]").await;
+    gina.expect(&format!("[reconnected] logged in again as gina({gina_id})"))
+        .await;
+    gina.expect("[synced]").await;
+
+    let (bob, mut bob_events) = Client::connect(server.addr).await.expect("connect");
+    bob.login_id(bob_id, "pw").await.expect("bob again");
+    gina.send(&format!("chat:{bob_id}:still here")).await;
+    gina.expect("ok: message ").await;
+    let msg = next_msg(&mut bob_events, "still here").await;
+    assert_eq!(msg.from, gina_id);
+    let (status, _) = gina.finish().await;
+    assert!(status.success());
+    server.stop().await;
 }
