@@ -109,13 +109,10 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     {
         let config = self.ctx.config.clone();
         let mut idle_deadline = Instant::now() + config.idle_timeout;
+        // One timer, moved only when it fires early: cheaper than a new one per frame.
+        let timer = tokio::time::sleep_until(self.next_deadline(idle_deadline).0);
+        tokio::pin!(timer);
         loop {
-            let (deadline, reason) = match &self.login {
-                None if self.login_deadline < idle_deadline => {
-                    (self.login_deadline, kick_reason::LOGIN_TIMEOUT)
-                }
-                _ => (idle_deadline, kick_reason::IDLE_TIMEOUT),
-            };
             let signal = self.login.as_ref().map(|l| l.signal.clone());
             let step = tokio::select! {
                 biased;
@@ -124,6 +121,9 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                     self.kicked(kick_reason::SHUTDOWN).await
                 }
                 reason = kicked(signal.as_deref()) => self.kicked(reason).await,
+                // Deliveries before new requests: a client that pipelines requests must not
+                // starve its own incoming messages; reading it later is its backpressure.
+                frame = next_queued(&mut self.login) => self.on_queued(frame).await,
                 frame = frames.next() => match frame {
                     Some(Ok(line)) => {
                         idle_deadline = Instant::now() + config.idle_timeout;
@@ -139,14 +139,35 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                     }
                     Some(Err(FrameError::Io(_))) | None => Step::Close,
                 },
-                frame = next_queued(&mut self.login) => self.on_queued(frame).await,
-                _ = tokio::time::sleep_until(deadline) => self.kicked(reason).await,
+                _ = &mut timer => {
+                    let (deadline, reason) = self.next_deadline(idle_deadline);
+                    if deadline <= Instant::now() {
+                        self.kicked(reason).await
+                    } else {
+                        timer.as_mut().reset(deadline);
+                        Step::Continue
+                    }
+                }
             };
             if let Step::Close = step {
                 break;
             }
+            // A logout restarts the login timer, which may be due before the idle one.
+            if self.login.is_none() && self.login_deadline < timer.deadline() {
+                timer.as_mut().reset(self.login_deadline);
+            }
         }
         self.end().await;
+    }
+
+    /// The deadline that applies now (login or idle) and the kick reason when it passes.
+    fn next_deadline(&self, idle_deadline: Instant) -> (Instant, &'static str) {
+        match &self.login {
+            None if self.login_deadline < idle_deadline => {
+                (self.login_deadline, kick_reason::LOGIN_TIMEOUT)
+            }
+            _ => (idle_deadline, kick_reason::IDLE_TIMEOUT),
+        }
     }
 
     async fn on_frame(&mut self, line: &[u8]) -> Step {

@@ -165,6 +165,8 @@ fn finisher<T: Send + 'static>(reply: Reply<T>, result: StoreResult<T>) -> Finis
 pub struct SqliteStore {
     writes: mpsc::Sender<Write>,
     reads: Arc<ReadPool>,
+    /// Dropping it stops the checkpoint thread.
+    _stop_checkpoints: std::sync::mpsc::Sender<()>,
 }
 
 impl SqliteStore {
@@ -178,7 +180,8 @@ impl SqliteStore {
         };
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; \
-             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;"
+             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
+             PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;"
         ))
         .map_err(sql_error)?;
         migrate(&mut conn)?;
@@ -196,6 +199,12 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || writer.run(write_rx))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let (stop_checkpoints, checkpoint_rx) = std::sync::mpsc::channel::<()>();
+        let checkpoint_path = path.to_path_buf();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(&checkpoint_path, checkpoint_rx))
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
         let reads = Arc::new(ReadPool {
             path: path.to_path_buf(),
             idle: Mutex::new(Vec::new()),
@@ -205,6 +214,7 @@ impl SqliteStore {
             SqliteStore {
                 writes: write_tx,
                 reads,
+                _stop_checkpoints: stop_checkpoints,
             },
             commit_rx,
         ))
@@ -227,6 +237,34 @@ impl SqliteStore {
     {
         self.reads.run(f).await
     }
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Checkpoints the WAL from its own connection, so that the writer never pays for it
+/// inside a commit (SQLite's automatic checkpoint would run in the writer's COMMIT and
+/// stall every send behind it). A WAL checkpoint does not block the writer.
+fn checkpoint_loop(path: &Path, stop: std::sync::mpsc::Receiver<()>) {
+    let conn = match Connection::open(path) {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::error!(error = %e, "store: no checkpoint connection; the WAL will grow");
+            return;
+        }
+    };
+    let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+    loop {
+        match stop.recv_timeout(CHECKPOINT_EVERY) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            _ => break,
+        }
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "store: checkpoint failed");
+        }
+    }
+    // Last one: fold the whole WAL back into the database file.
+    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
 fn migrate(conn: &mut Connection) -> StoreResult<()> {
