@@ -15,8 +15,7 @@ use std::sync::{Arc, OnceLock};
 use chat_proto::types::User;
 use chat_proto::{MsgId, UserId};
 use dashmap::DashMap;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{mpsc, Notify};
 
 /// One frame on its way to sessions: the bytes of a whole line, shared by every recipient.
 #[derive(Debug)]
@@ -53,16 +52,27 @@ impl Frame {
 pub struct SessionSignal {
     /// A message could not be queued: fetch from the store before sending anything newer.
     pub lagged: AtomicBool,
-    /// Cancelled when the session must end; the reason is set first.
-    pub kick: CancellationToken,
-    pub kick_reason: OnceLock<&'static str>,
+    /// Set when the session must end (the first reason given wins).
+    kick_reason: OnceLock<&'static str>,
+    kicked: Notify,
 }
 
 impl SessionSignal {
-    /// Ends the session with `reason` (the first reason given wins).
+    /// Ends the session with `reason`.
     pub fn kick(&self, reason: &'static str) {
         let _ = self.kick_reason.set(reason);
-        self.kick.cancel();
+        // notify_one stores a permit if the session is not waiting right now.
+        self.kicked.notify_one();
+    }
+
+    /// Waits until the session is kicked; returns the reason.
+    pub async fn kicked(&self) -> &'static str {
+        loop {
+            if let Some(reason) = self.kick_reason.get() {
+                return reason;
+            }
+            self.kicked.notified().await;
+        }
     }
 }
 

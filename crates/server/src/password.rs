@@ -84,6 +84,9 @@ pub fn new_token() -> String {
 }
 
 /// What the store keeps of a token: its SHA-256, never the token itself.
-pub fn token_hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
+pub fn token_hash(token: &str) -> TokenHash {
+    Sha256::digest(token.as_bytes()).into()
 }
+
+/// The SHA-256 of a session token.
+pub type TokenHash = [u8; 32];

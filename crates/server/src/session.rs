@@ -44,9 +44,11 @@ pub(crate) async fn serve_tcp(
 ) {
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
-    let frames = FramedRead::with_capacity(read, LineCodec::new(ctx.config.max_frame), 512);
+    let frames = FramedRead::with_capacity(read, LineCodec::new(ctx.config.max_frame), 256);
     let conn_id = ctx.hub.next_conn_id();
-    let span = tracing::info_span!("conn", id = conn_id, %peer, user = tracing::field::Empty);
+    // A lean span (it is kept per connection): the peer is logged once, here.
+    let span = tracing::info_span!("conn", id = conn_id, user = tracing::field::Empty);
+    tracing::debug!(parent: &span, %peer, "connected");
     let session = Session::new(ctx, conn_id, write);
     session.run(frames, shutdown).instrument(span).await;
 }
@@ -55,7 +57,7 @@ pub(crate) async fn serve_tcp(
 pub(crate) struct Login {
     pub(crate) user: User,
     /// The hash of the token this session logged in with or was given.
-    pub(crate) token_hash: Vec<u8>,
+    pub(crate) token_hash: crate::password::TokenHash,
     queue: mpsc::Receiver<Arc<Frame>>,
     signal: Arc<SessionSignal>,
     /// The highest message id written to this session.
@@ -107,8 +109,8 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     where
         S: Stream<Item = Result<BytesMut, FrameError>> + Unpin,
     {
-        let config = self.ctx.config.clone();
-        let mut idle_deadline = Instant::now() + config.idle_timeout;
+        let idle_timeout = self.ctx.config.idle_timeout;
+        let mut idle_deadline = Instant::now() + idle_timeout;
         // One timer, moved only when it fires early: cheaper than a new one per frame.
         let timer = tokio::time::sleep_until(self.next_deadline(idle_deadline).0);
         tokio::pin!(timer);
@@ -123,11 +125,11 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 reason = kicked(signal.as_deref()) => self.kicked(reason).await,
                 // Deliveries before new requests: a client that pipelines requests must not
                 // starve its own incoming messages; reading it later is its backpressure.
-                frame = next_queued(&mut self.login) => self.on_queued(frame).await,
+                frame = next_queued(&mut self.login) => Box::pin(self.on_queued(frame)).await,
                 frame = frames.next() => match frame {
                     Some(Ok(line)) => {
-                        idle_deadline = Instant::now() + config.idle_timeout;
-                        self.on_frame(&line).await
+                        idle_deadline = Instant::now() + idle_timeout;
+                        Box::pin(self.on_frame(&line)).await
                     }
                     Some(Err(FrameError::TooLarge { limit })) => {
                         let e = OpError::new(
@@ -157,7 +159,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 timer.as_mut().reset(self.login_deadline);
             }
         }
-        self.end().await;
+        Box::pin(self.end()).await;
     }
 
     /// The deadline that applies now (login or idle) and the kick reason when it passes.
@@ -176,7 +178,9 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 let result = if self.login.is_none() && !req.allowed_before_login() {
                     Err(OpError::new(ErrorCode::Unauthenticated, "log in first"))
                 } else {
-                    ops::dispatch(self, &rid, req).await
+                    // Boxed: an op's future lives only while it runs, instead of widening
+                    // every idle session's future by the largest op.
+                    Box::pin(ops::dispatch(self, &rid, req)).await
                 };
                 result.unwrap_or_else(|e| e.frame(&rid))
             }
@@ -210,7 +214,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         while let Some(frame) = next.take() {
             if frame.msg_id.is_some() && self.take_lagged() {
                 // Something older was dropped: fetch it (and this) from the store first.
-                if self.flush().await.is_err() || self.catch_up().await.is_err() {
+                if self.flush().await.is_err() || Box::pin(self.catch_up()).await.is_err() {
                     return Step::Close;
                 }
             }
@@ -301,16 +305,19 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             return Ok(());
         }
         let result = self.writer.write_all(&self.out).await;
-        self.out.clear();
-        if self.out.capacity() > 4 * 1024 {
-            self.out = Vec::new();
-        }
+        // An idle session keeps no buffer: most sessions are idle most of the time.
+        self.out = Vec::new();
         result
     }
 
     /// Becomes `user`'s session: registers in the hub (kicking an older session) and
     /// tells friends, unless an older session of the user was replaced.
-    pub(crate) fn start_login(&mut self, user: User, token_hash: Vec<u8>, acked: MsgId) -> bool {
+    pub(crate) fn start_login(
+        &mut self,
+        user: User,
+        token_hash: crate::password::TokenHash,
+        acked: MsgId,
+    ) -> bool {
         let (tx, rx) = mpsc::channel(self.ctx.config.outbound_queue);
         let signal = Arc::new(SessionSignal::default());
         let handle = crate::hub::SessionHandle {
@@ -368,14 +375,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
 /// Waits for the session's kick signal; never completes before login.
 async fn kicked(signal: Option<&SessionSignal>) -> &'static str {
     match signal {
-        Some(signal) => {
-            signal.kick.cancelled().await;
-            signal
-                .kick_reason
-                .get()
-                .copied()
-                .unwrap_or(kick_reason::LOGGED_IN_ELSEWHERE)
-        }
+        Some(signal) => signal.kicked().await,
         None => std::future::pending().await,
     }
 }
