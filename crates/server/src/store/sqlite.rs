@@ -254,11 +254,8 @@ fn checkpoint_loop(path: &Path, stop: std::sync::mpsc::Receiver<()>) {
         }
     };
     let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
-    loop {
-        match stop.recv_timeout(CHECKPOINT_EVERY) {
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            _ => break,
-        }
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
+    {
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(error = %e, "store: checkpoint failed");
         }
