@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chat_proto::{Event, GroupId, UserId};
+use chat_proto::{Event, GroupId, MsgId, UserId};
 
 use crate::bus::Bus;
 use crate::hub::Frame;
@@ -19,7 +19,10 @@ use crate::store::{Commit, CommitLog, Store};
 
 /// Runs until the commit log closes (the store has stopped).
 pub async fn run(mut log: CommitLog, store: Arc<dyn Store>, bus: Arc<dyn Bus>) {
-    let mut groups: HashMap<GroupId, Vec<UserId>> = HashMap::new();
+    // Group id -> (member, last message id before it joined). Loaded on first use, which
+    // may be after later joins committed: `joined_after` keeps those out of older messages.
+    let mut groups: HashMap<GroupId, Vec<(UserId, MsgId)>> = HashMap::new();
+    let mut recipients: Vec<UserId> = Vec::new();
     while let Some(commit) = log.recv().await {
         match commit {
             Commit::Msg(msg) => {
@@ -38,27 +41,26 @@ pub async fn run(mut log: CommitLog, store: Arc<dyn Store>, bus: Arc<dyn Bus>) {
                             }
                         },
                     };
-                    // The sender is the only member left out; skip it without copying.
-                    let sender = msg.from;
-                    match members.iter().position(|m| *m == sender) {
-                        Some(at) => {
-                            bus.publish(&members[..at], frame.clone());
-                            bus.publish(&members[at + 1..], frame);
-                        }
-                        None => bus.publish(members, frame),
-                    }
+                    recipients.clear();
+                    recipients.extend(
+                        members
+                            .iter()
+                            .filter(|(user, after)| *user != msg.from && *after < msg.id)
+                            .map(|(user, _)| *user),
+                    );
+                    bus.publish(&recipients, frame);
                 }
             }
-            Commit::Joined { group, user } => {
+            Commit::Joined { group, user, after } => {
                 if let Some(members) = groups.get_mut(&group) {
-                    if !members.contains(&user) {
-                        members.push(user);
+                    if !members.iter().any(|(m, _)| *m == user) {
+                        members.push((user, after));
                     }
                 }
             }
             Commit::Left { group, user } => {
                 if let Some(members) = groups.get_mut(&group) {
-                    members.retain(|m| *m != user);
+                    members.retain(|(m, _)| *m != user);
                 }
             }
             Commit::GroupDeleted { group } => {

@@ -24,6 +24,8 @@ pub struct Frame {
     pub msg_id: Option<MsgId>,
     /// The JSON line, with its `\n`.
     pub bytes: Vec<u8>,
+    /// The event adds or removes a friend of its recipient.
+    pub changes_friends: bool,
 }
 
 impl Frame {
@@ -33,6 +35,7 @@ impl Frame {
         Arc::new(Frame {
             msg_id: Some(id),
             bytes,
+            changes_friends: false,
         })
     }
 
@@ -43,6 +46,10 @@ impl Frame {
         Arc::new(Frame {
             msg_id: None,
             bytes,
+            changes_friends: matches!(
+                event,
+                chat_proto::Event::FriendAdded { .. } | chat_proto::Event::FriendRemoved { .. }
+            ),
         })
     }
 }

@@ -15,7 +15,7 @@ use chat_proto::codec::{FrameError, LineCodec};
 use chat_proto::event::kick_reason;
 use chat_proto::request::{self, Rid};
 use chat_proto::types::User;
-use chat_proto::{ErrorCode, Event, MsgId};
+use chat_proto::{ErrorCode, Event, MsgId, UserId};
 use futures::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -64,6 +64,10 @@ pub(crate) struct Login {
     last_sent: MsgId,
     /// The highest id acked through this session (or the cursor at login).
     acked: MsgId,
+    /// The friends at login, told when the session ends, unless `friends_changed`.
+    pub(crate) friends: Vec<UserId>,
+    /// A friendship of the user changed during the session: re-read the friends at the end.
+    pub(crate) friends_changed: bool,
 }
 
 /// A connection's state; the ops in [`crate::ops`] act on it.
@@ -238,11 +242,14 @@ impl<W: AsyncWrite + Unpin> Session<W> {
 
     /// Adds a frame to the output buffer, skipping a message already sent.
     fn append(&mut self, frame: &Frame) {
-        if let (Some(id), Some(login)) = (frame.msg_id, self.login.as_mut()) {
-            if id <= login.last_sent {
-                return;
+        if let Some(login) = self.login.as_mut() {
+            if let Some(id) = frame.msg_id {
+                if id <= login.last_sent {
+                    return;
+                }
+                login.last_sent = id;
             }
-            login.last_sent = id;
+            login.friends_changed |= frame.changes_friends;
         }
         self.out.extend_from_slice(&frame.bytes);
     }
@@ -317,6 +324,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         user: User,
         token_hash: crate::password::TokenHash,
         acked: MsgId,
+        friends: Vec<UserId>,
     ) -> bool {
         let (tx, rx) = mpsc::channel(self.ctx.config.outbound_queue);
         let signal = Arc::new(SessionSignal::default());
@@ -338,6 +346,8 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             signal,
             last_sent: acked,
             acked,
+            friends,
+            friends_changed: false,
         });
         self.needs_sync = true;
         replaced.is_none()
@@ -345,10 +355,21 @@ impl<W: AsyncWrite + Unpin> Session<W> {
 
     /// Leaves the hub; tells friends if this was the user's live session.
     pub(crate) async fn end_login(&mut self) -> Option<Login> {
-        let login = self.login.take()?;
+        let mut login = self.login.take()?;
         self.login_deadline = Instant::now() + self.ctx.config.login_timeout;
         if self.ctx.hub.unregister(login.user.id, self.conn_id) {
-            ops::friends::announce_presence(&self.ctx, login.user.id, false).await;
+            let friends = if login.friends_changed {
+                match self.ctx.store.friend_ids(login.user.id).await {
+                    Ok(friends) => friends,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot announce presence");
+                        Vec::new()
+                    }
+                }
+            } else {
+                std::mem::take(&mut login.friends)
+            };
+            ops::friends::announce_presence(&self.ctx, login.user.id, false, &friends);
         }
         Some(login)
     }

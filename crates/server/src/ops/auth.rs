@@ -89,13 +89,25 @@ pub(crate) async fn login<W: AsyncWrite + Unpin>(
     };
     // A login on a logged-in connection ends the current login first.
     s.end_login().await;
-    let cursor = s.ctx.store.ack_cursor(user.id).await?;
-    let fresh = s.start_login(user.clone(), token_hash(&token), cursor);
+    // One read for everything the reply needs. Pending messages are read after the
+    // session is in the hub (see `Session::catch_up`), so none can slip between the two.
     let snapshot = s.ctx.store.snapshot(user.id).await?;
+    let friend_ids: Vec<_> = snapshot.friends.iter().map(|f| f.id).collect();
+    let fresh = s.start_login(
+        user.clone(),
+        token_hash(&token),
+        snapshot.ack_cursor,
+        friend_ids,
+    );
     if fresh {
-        friends::announce_presence(&s.ctx, user.id, true).await;
+        let friends = s
+            .login
+            .as_ref()
+            .map(|l| l.friends.as_slice())
+            .unwrap_or_default();
+        friends::announce_presence(&s.ctx, user.id, true, friends);
     }
-    tracing::info!("logged in");
+    tracing::debug!("logged in");
     let hub = &s.ctx.hub;
     let friends = snapshot
         .friends
@@ -126,7 +138,7 @@ pub(crate) async fn logout<W: AsyncWrite + Unpin>(s: &mut Session<W>, rid: &Rid)
     s.user()?;
     if let Some(login) = s.end_login().await {
         s.ctx.store.delete_token(&login.token_hash).await?;
-        tracing::info!(user = login.user.id, "logged out");
+        tracing::debug!(user = login.user.id, "logged out");
     }
     Ok(ok_frame(rid, &Empty {}))
 }

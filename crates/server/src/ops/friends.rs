@@ -21,6 +21,7 @@ pub(crate) async fn add_friend<W: AsyncWrite + Unpin>(
         return Err(OpError::bad_request("you cannot befriend yourself"));
     }
     let other = s.ctx.store.add_friend(me.id, req.id).await?;
+    friends_changed(s);
     let event = Event::FriendAdded {
         friend: Friend {
             id: me.id,
@@ -44,6 +45,7 @@ pub(crate) async fn remove_friend<W: AsyncWrite + Unpin>(
 ) -> OpResult {
     let me = s.user()?.id;
     s.ctx.store.remove_friend(me, req.id).await?;
+    friends_changed(s);
     let event = Event::FriendRemoved { user: me };
     s.ctx.bus.publish(&[req.id], Frame::event(&event));
     Ok(ok_frame(rid, &Empty {}))
@@ -67,13 +69,16 @@ pub(crate) async fn friends<W: AsyncWrite + Unpin>(s: &mut Session<W>, rid: &Rid
 }
 
 /// Tells `user`'s friends that it came online or went offline.
-pub(crate) async fn announce_presence(ctx: &Ctx, user: UserId, online: bool) {
-    match ctx.store.friend_ids(user).await {
-        Ok(friends) if !friends.is_empty() => {
-            ctx.bus
-                .publish(&friends, Frame::event(&Event::Presence { user, online }));
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot announce presence"),
+pub(crate) fn announce_presence(ctx: &Ctx, user: UserId, online: bool, friends: &[UserId]) {
+    if !friends.is_empty() {
+        ctx.bus
+            .publish(friends, Frame::event(&Event::Presence { user, online }));
+    }
+}
+
+/// Notes that the session's user has a changed friendship.
+fn friends_changed<W: AsyncWrite + Unpin>(s: &mut Session<W>) {
+    if let Some(login) = s.login.as_mut() {
+        login.friends_changed = true;
     }
 }

@@ -66,6 +66,8 @@ pub struct GroupWithMembers {
 pub struct Snapshot {
     pub friends: Vec<User>,
     pub groups: Vec<GroupWithMembers>,
+    /// The user's ack cursor.
+    pub ack_cursor: MsgId,
 }
 
 /// Which conversation a history request reads.
@@ -82,8 +84,12 @@ pub enum Conversation {
 pub enum Commit {
     /// A message; `msg.to` or `msg.group` says who gets it.
     Msg(Arc<Msg>),
-    /// A user joined a group.
-    Joined { group: GroupId, user: UserId },
+    /// A user joined a group; only messages with ids above `after` are for it.
+    Joined {
+        group: GroupId,
+        user: UserId,
+        after: MsgId,
+    },
     /// A user left a group.
     Left { group: GroupId, user: UserId },
     /// A group was deleted.
@@ -129,7 +135,8 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_group(&self, group: GroupId, user: UserId) -> StoreResult<Vec<UserId>>;
     /// The members of a group with roles; `NotFound` if there is no such group.
     async fn group_members(&self, group: GroupId) -> StoreResult<Vec<(User, Role)>>;
-    async fn group_member_ids(&self, group: GroupId) -> StoreResult<Vec<UserId>>;
+    /// The members of a group, each with the last message id before it joined.
+    async fn group_member_ids(&self, group: GroupId) -> StoreResult<Vec<(UserId, MsgId)>>;
     async fn user_groups(&self, user: UserId) -> StoreResult<Vec<GroupWithMembers>>;
     async fn snapshot(&self, user: UserId) -> StoreResult<Snapshot>;
 

@@ -453,6 +453,7 @@ impl Writer {
                     commits.push(Commit::Joined {
                         group: group.id,
                         user: creator,
+                        after: self.next_msg_id - 1,
                     });
                 }
                 done.push(finisher(reply, result));
@@ -460,7 +461,11 @@ impl Writer {
             Write::JoinGroup { group, user, reply } => {
                 let result = self.savepoint(|w| w.join_group(group, user));
                 if result.is_ok() {
-                    commits.push(Commit::Joined { group, user });
+                    commits.push(Commit::Joined {
+                        group,
+                        user,
+                        after: self.next_msg_id - 1,
+                    });
                 }
                 done.push(finisher(reply, result));
             }
@@ -838,6 +843,13 @@ fn groups_of(conn: &Connection, user: UserId) -> rusqlite::Result<Vec<GroupWithM
     Ok(groups)
 }
 
+fn cursor_of(conn: &Connection, user: UserId) -> rusqlite::Result<MsgId> {
+    conn.prepare_cached("SELECT ack_cursor FROM users WHERE id = ?1")?
+        .query_row([user], |r| r.get(0))
+        .optional()
+        .map(|cursor| cursor.unwrap_or(0))
+}
+
 fn friends_of(conn: &Connection, user: UserId) -> rusqlite::Result<Vec<User>> {
     let mut stmt = conn.prepare_cached(
         "SELECT u.id, u.name FROM friends f JOIN users u ON u.id = f.friend_id \
@@ -1104,8 +1116,15 @@ impl Store for SqliteStore {
         Ok(members)
     }
 
-    async fn group_member_ids(&self, group: GroupId) -> StoreResult<Vec<UserId>> {
-        self.read(move |c| member_ids(c, group)).await
+    async fn group_member_ids(&self, group: GroupId) -> StoreResult<Vec<(UserId, MsgId)>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT user_id, joined_after FROM group_members WHERE group_id = ?1",
+            )?;
+            let rows = stmt.query_map([group], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await
     }
 
     async fn user_groups(&self, user: UserId) -> StoreResult<Vec<GroupWithMembers>> {
@@ -1117,6 +1136,7 @@ impl Store for SqliteStore {
             Ok(Snapshot {
                 friends: friends_of(c, user)?,
                 groups: groups_of(c, user)?,
+                ack_cursor: cursor_of(c, user)?,
             })
         })
         .await
@@ -1202,13 +1222,7 @@ impl Store for SqliteStore {
     }
 
     async fn ack_cursor(&self, user: UserId) -> StoreResult<MsgId> {
-        self.read(move |c| {
-            c.prepare_cached("SELECT ack_cursor FROM users WHERE id = ?1")?
-                .query_row([user], |r| r.get(0))
-                .optional()
-                .map(|cursor| cursor.unwrap_or(0))
-        })
-        .await
+        self.read(move |c| cursor_of(c, user)).await
     }
 
     async fn pending(&self, user: UserId, after: MsgId, limit: usize) -> StoreResult<Vec<Msg>> {
