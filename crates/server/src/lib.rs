@@ -5,6 +5,7 @@
 //!
 //! - [`server`]: the accept loop and the shutdown sequence.
 //! - [`session`]: one connection's loop: frames in, replies and events out.
+//! - [`dialect`]: how a session's frames are spelled on the wire (one loop, many protocols).
 //! - [`ops`]: one function per op of the protocol.
 //! - [`hub`]: who is online on this node, and each session's delivery queue.
 //! - [`bus`]: delivery to online users behind one interface (in-process for now).
@@ -15,6 +16,7 @@
 
 pub mod bus;
 pub mod config;
+pub(crate) mod dialect;
 pub mod dispatch;
 pub mod error;
 pub mod hub;

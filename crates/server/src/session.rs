@@ -13,11 +13,11 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use chat_proto::codec::{FrameError, LineCodec};
 use chat_proto::event::kick_reason;
-use chat_proto::request::{self, Rid};
+use chat_proto::request::Rid;
 use chat_proto::types::User;
 use chat_proto::{ErrorCode, Event, MsgId, UserId};
 use futures::{Stream, StreamExt};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -25,6 +25,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::dialect::{sniff, Dialect, Inbound, Native, Prefixed, Protocol};
 use crate::error::OpError;
 use crate::hub::{Frame, SessionSignal};
 use crate::ops;
@@ -43,14 +44,51 @@ pub(crate) async fn serve_tcp(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
-    let frames = FramedRead::with_capacity(read, LineCodec::new(ctx.config.max_frame), 256);
+    let (mut read, write) = stream.into_split();
     let conn_id = ctx.hub.next_conn_id();
     // A lean span (it is kept per connection): the peer is logged once, here.
     let span = tracing::info_span!("conn", id = conn_id, user = tracing::field::Empty);
     tracing::debug!(parent: &span, %peer, "connected");
-    let session = Session::new(ctx, conn_id, write);
-    session.run(frames, shutdown).instrument(span).await;
+    let login_deadline = Instant::now() + ctx.config.login_timeout;
+    let max_frame = ctx.config.max_frame;
+    let mut first = BytesMut::with_capacity(256);
+    let sniffed = tokio::time::timeout_at(
+        login_deadline,
+        sniff_stream(&mut read, &mut first, max_frame),
+    )
+    .await;
+    // A connection that says nothing in time is a native one past its login deadline.
+    let protocol = sniffed.unwrap_or(Protocol::Native);
+    let read = Prefixed::new(first, read);
+    match protocol {
+        // The classic protocol is not served yet: its first frame gets `bad_request`.
+        Protocol::Native | Protocol::Classic => {
+            let frames = FramedRead::with_capacity(read, LineCodec::new(max_frame), 256);
+            let session = Session::new(ctx, conn_id, write, Native, login_deadline);
+            session.run(frames, shutdown).instrument(span).await;
+        }
+    }
+}
+
+/// Reads until the first frame tells the protocol (or the connection ends, or the bytes
+/// pass the frame limit: then it is native, and the native codec answers).
+async fn sniff_stream<R: AsyncRead + Unpin>(
+    read: &mut R,
+    first: &mut BytesMut,
+    max_frame: usize,
+) -> Protocol {
+    loop {
+        if let Some(protocol) = sniff(first) {
+            return protocol;
+        }
+        if first.len() > max_frame {
+            return Protocol::Native;
+        }
+        match read.read_buf(first).await {
+            Ok(0) | Err(_) => return Protocol::Native,
+            Ok(_) => {}
+        }
+    }
 }
 
 /// The logged-in part of a session.
@@ -71,7 +109,7 @@ pub(crate) struct Login {
 }
 
 /// A connection's state; the ops in [`crate::ops`] act on it.
-pub(crate) struct Session<W> {
+pub(crate) struct Session<W, D> {
     pub(crate) ctx: Arc<Ctx>,
     pub(crate) conn_id: u64,
     pub(crate) login: Option<Login>,
@@ -80,6 +118,7 @@ pub(crate) struct Session<W> {
     /// When a connection that is not logged in is closed; restarts at logout.
     login_deadline: Instant,
     writer: W,
+    dialect: D,
     out: Vec<u8>,
 }
 
@@ -88,15 +127,22 @@ enum Step {
     Close,
 }
 
-impl<W: AsyncWrite + Unpin> Session<W> {
-    fn new(ctx: Arc<Ctx>, conn_id: u64, writer: W) -> Session<W> {
+impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
+    fn new(
+        ctx: Arc<Ctx>,
+        conn_id: u64,
+        writer: W,
+        dialect: D,
+        login_deadline: Instant,
+    ) -> Session<W, D> {
         Session {
             ctx: ctx.clone(),
             conn_id,
             login: None,
             needs_sync: false,
-            login_deadline: Instant::now() + ctx.config.login_timeout,
+            login_deadline,
             writer,
+            dialect,
             out: Vec::new(),
         }
     }
@@ -140,7 +186,8 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                             ErrorCode::TooLarge,
                             format!("frame longer than {limit} bytes"),
                         );
-                        let _ = self.write(&e.frame(&Rid::NONE)).await;
+                        self.dialect.reply("", &e.frame(&Rid::NONE), &mut self.out);
+                        let _ = self.flush().await;
                         self.kicked(kick_reason::TOO_LARGE).await
                     }
                     Some(Err(FrameError::Io(_))) | None => Step::Close,
@@ -177,8 +224,9 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     }
 
     async fn on_frame(&mut self, line: &[u8]) -> Step {
-        let reply = match request::parse(line) {
-            Ok((rid, req)) => {
+        let (op, reply) = match self.dialect.decode(line, self.login.is_some()) {
+            Inbound::Request(rid, req) => {
+                let op = req.op();
                 let result = if self.login.is_none() && !req.allowed_before_login() {
                     Err(OpError::new(ErrorCode::Unauthenticated, "log in first"))
                 } else {
@@ -186,22 +234,20 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                     // every idle session's future by the largest op.
                     Box::pin(ops::dispatch(self, &rid, req)).await
                 };
-                result.unwrap_or_else(|e| e.frame(&rid))
+                (op, result.unwrap_or_else(|e| e.frame(&rid)))
             }
-            Err(bad) => OpError::bad_request(bad.message).frame(&bad.rid),
+            Inbound::Bad(bad) => ("", OpError::bad_request(bad.message).frame(&bad.rid)),
+            Inbound::Ignore => return Step::Continue,
         };
-        if self.write(&reply).await.is_err() {
+        self.dialect.reply(op, &reply, &mut self.out);
+        if self.flush().await.is_err() {
             return Step::Close;
         }
         if std::mem::take(&mut self.needs_sync) {
             if self.catch_up().await.is_err() {
                 return Step::Close;
             }
-            if self
-                .write(&Frame::event(&Event::Synced).bytes)
-                .await
-                .is_err()
-            {
+            if self.write_event(&Event::Synced).await.is_err() {
                 return Step::Close;
             }
         }
@@ -251,7 +297,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             }
             login.friends_changed |= frame.changes_friends;
         }
-        self.out.extend_from_slice(&frame.bytes);
+        self.dialect.event(frame, &mut self.out);
     }
 
     /// Sends every pending message above `last_sent` from the store, oldest first.
@@ -292,18 +338,15 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     async fn kicked(&mut self, reason: &'static str) -> Step {
         tracing::debug!(reason, "closing session");
         let _ = self
-            .write(
-                &Frame::event(&Event::Kicked {
-                    reason: reason.to_string(),
-                })
-                .bytes,
-            )
+            .write_event(&Event::Kicked {
+                reason: reason.to_string(),
+            })
             .await;
         Step::Close
     }
 
-    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.out.extend_from_slice(bytes);
+    async fn write_event(&mut self, event: &Event) -> std::io::Result<()> {
+        self.dialect.event(&Frame::event(event), &mut self.out);
         self.flush().await
     }
 

@@ -8,6 +8,7 @@ use chat_proto::types::{Friend, GroupInfo, Member, User};
 use tokio::io::AsyncWrite;
 
 use super::{check_len, check_name, friends};
+use crate::dialect::Dialect;
 use crate::error::{OpError, OpResult};
 use crate::password::{new_token, token_hash};
 use crate::session::Session;
@@ -19,8 +20,8 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-pub(crate) async fn register<W: AsyncWrite + Unpin>(
-    s: &mut Session<W>,
+pub(crate) async fn register<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
     rid: &Rid,
     req: Register,
 ) -> OpResult {
@@ -42,8 +43,8 @@ pub(crate) async fn register<W: AsyncWrite + Unpin>(
     Ok(ok_frame(rid, &UserReply { user }))
 }
 
-pub(crate) async fn login<W: AsyncWrite + Unpin>(
-    s: &mut Session<W>,
+pub(crate) async fn login<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
     rid: &Rid,
     req: Login,
 ) -> OpResult {
@@ -134,7 +135,10 @@ pub(crate) async fn login<W: AsyncWrite + Unpin>(
     ))
 }
 
-pub(crate) async fn logout<W: AsyncWrite + Unpin>(s: &mut Session<W>, rid: &Rid) -> OpResult {
+pub(crate) async fn logout<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
+    rid: &Rid,
+) -> OpResult {
     s.user()?;
     if let Some(login) = s.end_login().await {
         s.ctx.store.delete_token(&login.token_hash).await?;
@@ -143,7 +147,10 @@ pub(crate) async fn logout<W: AsyncWrite + Unpin>(s: &mut Session<W>, rid: &Rid)
     Ok(ok_frame(rid, &Empty {}))
 }
 
-pub(crate) fn whoami<W: AsyncWrite + Unpin>(s: &mut Session<W>, rid: &Rid) -> OpResult {
+pub(crate) fn whoami<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
+    rid: &Rid,
+) -> OpResult {
     let user: User = s.user()?.clone();
     Ok(ok_frame(rid, &UserReply { user }))
 }

@@ -6,13 +6,14 @@ use chat_proto::types::Friend;
 use chat_proto::{Event, UserId};
 use tokio::io::AsyncWrite;
 
+use crate::dialect::Dialect;
 use crate::error::{OpError, OpResult};
 use crate::hub::Frame;
 use crate::session::Session;
 use crate::state::Ctx;
 
-pub(crate) async fn add_friend<W: AsyncWrite + Unpin>(
-    s: &mut Session<W>,
+pub(crate) async fn add_friend<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
     rid: &Rid,
     req: UserRef,
 ) -> OpResult {
@@ -38,8 +39,8 @@ pub(crate) async fn add_friend<W: AsyncWrite + Unpin>(
     Ok(ok_frame(rid, &FriendReply { friend }))
 }
 
-pub(crate) async fn remove_friend<W: AsyncWrite + Unpin>(
-    s: &mut Session<W>,
+pub(crate) async fn remove_friend<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
     rid: &Rid,
     req: UserRef,
 ) -> OpResult {
@@ -51,7 +52,10 @@ pub(crate) async fn remove_friend<W: AsyncWrite + Unpin>(
     Ok(ok_frame(rid, &Empty {}))
 }
 
-pub(crate) async fn friends<W: AsyncWrite + Unpin>(s: &mut Session<W>, rid: &Rid) -> OpResult {
+pub(crate) async fn friends<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
+    rid: &Rid,
+) -> OpResult {
     let me = s.user()?.id;
     let friends = s
         .ctx
@@ -77,7 +81,7 @@ pub(crate) fn announce_presence(ctx: &Ctx, user: UserId, online: bool, friends: 
 }
 
 /// Notes that the session's user has a changed friendship.
-fn friends_changed<W: AsyncWrite + Unpin>(s: &mut Session<W>) {
+fn friends_changed<W: AsyncWrite + Unpin, D: Dialect>(s: &mut Session<W, D>) {
     if let Some(login) = s.login.as_mut() {
         login.friends_changed = true;
     }

@@ -8,6 +8,7 @@ use tokio::io::AsyncWrite;
 
 use super::auth::member;
 use super::{check_len, check_name};
+use crate::dialect::Dialect;
 use crate::error::{OpError, OpResult};
 use crate::hub::{Frame, Hub};
 use crate::session::Session;
@@ -40,8 +41,8 @@ pub(crate) fn group_info(hub: &Hub, g: GroupWithMembers) -> GroupInfo {
     }
 }
 
-pub(crate) async fn create_group<W: AsyncWrite + Unpin>(
-    s: &mut Session<W>,
+pub(crate) async fn create_group<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
     rid: &Rid,
     req: CreateGroup,
 ) -> OpResult {
@@ -53,8 +54,8 @@ pub(crate) async fn create_group<W: AsyncWrite + Unpin>(
     Ok(ok_frame(rid, &GroupReply { group }))
 }
 
-pub(crate) async fn join_group<W: AsyncWrite + Unpin>(
-    s: &mut Session<W>,
+pub(crate) async fn join_group<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
     rid: &Rid,
     req: GroupRef,
 ) -> OpResult {
@@ -64,8 +65,8 @@ pub(crate) async fn join_group<W: AsyncWrite + Unpin>(
     Ok(ok_frame(rid, &GroupReply { group }))
 }
 
-pub(crate) async fn leave_group<W: AsyncWrite + Unpin>(
-    s: &mut Session<W>,
+pub(crate) async fn leave_group<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
     rid: &Rid,
     req: GroupRef,
 ) -> OpResult {
@@ -74,8 +75,8 @@ pub(crate) async fn leave_group<W: AsyncWrite + Unpin>(
     Ok(ok_frame(rid, &Empty {}))
 }
 
-pub(crate) async fn delete_group<W: AsyncWrite + Unpin>(
-    s: &mut Session<W>,
+pub(crate) async fn delete_group<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
     rid: &Rid,
     req: GroupRef,
 ) -> OpResult {
@@ -88,7 +89,10 @@ pub(crate) async fn delete_group<W: AsyncWrite + Unpin>(
     Ok(ok_frame(rid, &Empty {}))
 }
 
-pub(crate) async fn groups<W: AsyncWrite + Unpin>(s: &mut Session<W>, rid: &Rid) -> OpResult {
+pub(crate) async fn groups<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
+    rid: &Rid,
+) -> OpResult {
     let me = s.user()?.id;
     let groups = s
         .ctx
@@ -101,8 +105,8 @@ pub(crate) async fn groups<W: AsyncWrite + Unpin>(s: &mut Session<W>, rid: &Rid)
     Ok(ok_frame(rid, &GroupsReply { groups }))
 }
 
-pub(crate) async fn group_members<W: AsyncWrite + Unpin>(
-    s: &mut Session<W>,
+pub(crate) async fn group_members<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
     rid: &Rid,
     req: GroupRef,
 ) -> OpResult {

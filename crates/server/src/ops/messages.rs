@@ -9,12 +9,13 @@ use chat_proto::types::MsgRef;
 use tokio::io::AsyncWrite;
 
 use super::check_len;
+use crate::dialect::Dialect;
 use crate::error::{OpError, OpResult};
 use crate::session::Session;
 use crate::store::Conversation;
 
-pub(crate) async fn send<W: AsyncWrite + Unpin>(
-    s: &mut Session<W>,
+pub(crate) async fn send<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
     rid: &Rid,
     req: Send,
 ) -> OpResult {
@@ -33,8 +34,8 @@ pub(crate) async fn send<W: AsyncWrite + Unpin>(
     Ok(ok_frame(rid, &MsgReply { msg }))
 }
 
-pub(crate) async fn group_send<W: AsyncWrite + Unpin>(
-    s: &mut Session<W>,
+pub(crate) async fn group_send<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
     rid: &Rid,
     req: GroupSend,
 ) -> OpResult {
@@ -48,8 +49,8 @@ pub(crate) async fn group_send<W: AsyncWrite + Unpin>(
     Ok(ok_frame(rid, &MsgReply { msg }))
 }
 
-pub(crate) async fn history<W: AsyncWrite + Unpin>(
-    s: &mut Session<W>,
+pub(crate) async fn history<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
     rid: &Rid,
     req: History,
 ) -> OpResult {
@@ -71,8 +72,8 @@ pub(crate) async fn history<W: AsyncWrite + Unpin>(
     Ok(ok_frame(rid, &HistoryReply { messages }))
 }
 
-pub(crate) async fn ack<W: AsyncWrite + Unpin>(
-    s: &mut Session<W>,
+pub(crate) async fn ack<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
     rid: &Rid,
     req: Ack,
 ) -> OpResult {

@@ -16,12 +16,13 @@ pub(crate) mod misc;
 use chat_proto::request::{Request, Rid};
 use tokio::io::AsyncWrite;
 
+use crate::dialect::Dialect;
 use crate::error::{OpError, OpResult};
 use crate::session::Session;
 
 /// Runs one request. The session has checked that it may run before login.
-pub(crate) async fn dispatch<W: AsyncWrite + Unpin>(
-    s: &mut Session<W>,
+pub(crate) async fn dispatch<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
     rid: &Rid,
     req: Request,
 ) -> OpResult {

@@ -1,0 +1,149 @@
+//! How a session's frames are spelled on the wire.
+//!
+//! Inside, a session speaks protocol version 1: typed requests in, reply and event frames
+//! (JSON lines) out. A [`Dialect`] translates at the edge, so every wire protocol shares
+//! the one session loop: [`Native`] is version 1 itself and costs nothing; the classic
+//! `msgid` protocol is another dialect. [`sniff`] tells from a connection's first bytes
+//! which protocol it speaks.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use chat_proto::request::{self, BadRequest, Request, Rid};
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::hub::Frame;
+
+/// One inbound frame, read.
+pub(crate) enum Inbound {
+    /// A request to run.
+    Request(Rid, Request),
+    /// A malformed frame to answer with `bad_request`.
+    Bad(BadRequest),
+    /// A frame to drop without an answer (the dialect has logged why).
+    #[allow(dead_code)] // for dialects without an error reply, such as the classic one
+    Ignore,
+}
+
+/// Translates between the wire and protocol version 1.
+pub(crate) trait Dialect: Send + 'static {
+    /// Reads one inbound frame (without its delimiter).
+    fn decode(&mut self, frame: &[u8], logged_in: bool) -> Inbound;
+    /// Spells the version-1 reply `native` to a request of kind `op` into `out` (or
+    /// nothing, for a protocol without that reply). `op` is empty for a malformed frame.
+    fn reply(&mut self, op: &'static str, native: &[u8], out: &mut Vec<u8>);
+    /// Spells a pushed frame (an event or a message) into `out`, or nothing.
+    fn event(&mut self, frame: &Frame, out: &mut Vec<u8>);
+}
+
+/// Protocol version 1 as it is.
+#[derive(Debug, Default)]
+pub(crate) struct Native;
+
+impl Dialect for Native {
+    fn decode(&mut self, frame: &[u8], _logged_in: bool) -> Inbound {
+        match request::parse(frame) {
+            Ok((rid, req)) => Inbound::Request(rid, req),
+            Err(bad) => Inbound::Bad(bad),
+        }
+    }
+
+    fn reply(&mut self, _op: &'static str, native: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(native);
+    }
+
+    fn event(&mut self, frame: &Frame, out: &mut Vec<u8>) {
+        out.extend_from_slice(&frame.bytes);
+    }
+}
+
+/// The protocol a connection speaks, told by its first frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// JSON lines with `op` (version 1).
+    Native,
+    /// The classic muduo chat server's JSON with `msgid`.
+    Classic,
+}
+
+/// Decides the protocol from the first bytes of a connection, or `None` if more bytes are
+/// needed: a first JSON object with a `msgid` field means the classic protocol; anything
+/// else (including garbage, which the native path answers) means version 1.
+pub(crate) fn sniff(first: &[u8]) -> Option<Protocol> {
+    let start = first
+        .iter()
+        .position(|b| !b.is_ascii_whitespace() && *b != 0)?;
+    let rest = &first[start..];
+    if rest[0] != b'{' {
+        return Some(Protocol::Native);
+    }
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        msgid: Option<serde::de::IgnoredAny>,
+    }
+    let mut objects = serde_json::Deserializer::from_slice(rest).into_iter::<Probe>();
+    match objects.next() {
+        Some(Ok(Probe { msgid: Some(_) })) => Some(Protocol::Classic),
+        Some(Err(e)) if e.is_eof() => None,
+        None => None,
+        _ => Some(Protocol::Native),
+    }
+}
+
+/// A reader that first gives back bytes already read (while sniffing), then reads on.
+pub(crate) struct Prefixed<R> {
+    prefix: Option<BytesMut>,
+    inner: R,
+}
+
+impl<R> Prefixed<R> {
+    pub(crate) fn new(prefix: BytesMut, inner: R) -> Prefixed<R> {
+        Prefixed {
+            prefix: (!prefix.is_empty()).then_some(prefix),
+            inner,
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Prefixed<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if let Some(prefix) = self.prefix.as_mut() {
+            let n = prefix.len().min(buf.remaining());
+            buf.put_slice(&prefix[..n]);
+            prefix.advance(n);
+            if prefix.is_empty() {
+                // Free it: most connections live long after their first frame.
+                self.prefix = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_the_protocols_apart() {
+        assert_eq!(sniff(b"{\"op\":\"ping\"}\n"), Some(Protocol::Native));
+        assert_eq!(
+            sniff(b"{\"id\":1,\"msgid\":1,\"password\":\"x\"}\0"),
+            Some(Protocol::Classic)
+        );
+        assert_eq!(
+            sniff(b"\0 {\"msgid\":4,\"name\":\"a\"}"),
+            Some(Protocol::Classic)
+        );
+        assert_eq!(sniff(b"{\"id\":1,\"msg"), None);
+        assert_eq!(sniff(b"   "), None);
+        assert_eq!(sniff(b"garbage\n"), Some(Protocol::Native));
+        assert_eq!(sniff(b"{bad json}\n"), Some(Protocol::Native));
+    }
+}
