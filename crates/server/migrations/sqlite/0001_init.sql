@@ -3,9 +3,14 @@ CREATE TABLE users (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
     password_hash TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    -- Every message with an id up to this one is delivered for good.
-    ack_cursor INTEGER NOT NULL DEFAULT 0
+    created_ms INTEGER NOT NULL
+);
+
+-- Every message with an id up to `cursor` is delivered for good to the user. A narrow
+-- table of its own: acks are frequent, and a commit writes every page it touched.
+CREATE TABLE ack_cursors (
+    user_id INTEGER PRIMARY KEY REFERENCES users(id),
+    cursor INTEGER NOT NULL
 );
 
 CREATE TABLE tokens (
