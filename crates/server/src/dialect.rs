@@ -3,7 +3,7 @@
 //! Inside, a session speaks protocol version 1: typed requests in, reply and event frames
 //! (JSON lines) out. A [`Dialect`] translates at the edge, so every wire protocol shares
 //! the one session loop: [`Native`] is version 1 itself and costs nothing; the classic
-//! `msgid` protocol is another dialect. [`sniff`] tells from a connection's first bytes
+//! `msgid` protocol is another dialect ([`crate::classic`]). [`sniff`] tells from a connection's first bytes
 //! which protocol it speaks.
 
 use std::pin::Pin;
@@ -22,7 +22,6 @@ pub(crate) enum Inbound {
     /// A malformed frame to answer with `bad_request`.
     Bad(BadRequest),
     /// A frame to drop without an answer (the dialect has logged why).
-    #[allow(dead_code)] // for dialects without an error reply, such as the classic one
     Ignore,
 }
 
@@ -35,6 +34,16 @@ pub(crate) trait Dialect: Send + 'static {
     fn reply(&mut self, op: &'static str, native: &[u8], out: &mut Vec<u8>);
     /// Spells a pushed frame (an event or a message) into `out`, or nothing.
     fn event(&mut self, frame: &Frame, out: &mut Vec<u8>);
+    /// Whether a message counts as delivered once written, for clients that cannot ack.
+    fn acks_on_write(&self) -> bool {
+        false
+    }
+    /// `Some(byte)` when every object this dialect spells ends with `byte`, which occurs
+    /// nowhere else: the session then writes each object with its own write, for clients
+    /// that read one object per `recv`. `None` (native): whatever is ready goes in one write.
+    fn frame_end(&self) -> Option<u8> {
+        None
+    }
 }
 
 /// Protocol version 1 as it is.

@@ -6,6 +6,7 @@
 //! - [`server`]: the accept loop and the shutdown sequence.
 //! - [`session`]: one connection's loop: frames in, replies and events out.
 //! - [`dialect`]: how a session's frames are spelled on the wire (one loop, many protocols).
+//! - [`classic`]: the classic muduo chat server's JSON `msgid` protocol, as a dialect.
 //! - [`ops`]: one function per op of the protocol.
 //! - [`hub`]: who is online on this node, and each session's delivery queue.
 //! - [`bus`]: delivery to online users behind one interface (in-process for now).
@@ -15,6 +16,7 @@
 //! - [`config`], [`error`], [`state`]: settings, op errors, shared state.
 
 pub mod bus;
+pub(crate) mod classic;
 pub mod config;
 pub(crate) mod dialect;
 pub mod dispatch;

@@ -25,6 +25,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::classic::{ClassicCodec, ClassicDialect};
 use crate::dialect::{sniff, Dialect, Inbound, Native, Prefixed, Protocol};
 use crate::error::OpError;
 use crate::hub::{Frame, SessionSignal};
@@ -61,10 +62,16 @@ pub(crate) async fn serve_tcp(
     let protocol = sniffed.unwrap_or(Protocol::Native);
     let read = Prefixed::new(first, read);
     match protocol {
-        // The classic protocol is not served yet: its first frame gets `bad_request`.
-        Protocol::Native | Protocol::Classic => {
+        Protocol::Native => {
             let frames = FramedRead::with_capacity(read, LineCodec::new(max_frame), 256);
             let session = Session::new(ctx, conn_id, write, Native, login_deadline);
+            session.run(frames, shutdown).instrument(span).await;
+        }
+        Protocol::Classic => {
+            tracing::debug!(parent: &span, "classic protocol");
+            let frames = FramedRead::with_capacity(read, ClassicCodec::new(max_frame), 256);
+            let dialect = ClassicDialect::new();
+            let session = Session::new(ctx, conn_id, write, dialect, login_deadline);
             session.run(frames, shutdown).instrument(span).await;
         }
     }
@@ -250,6 +257,7 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
             if self.write_event(&Event::Synced).await.is_err() {
                 return Step::Close;
             }
+            self.ack_written().await;
         }
         Step::Continue
     }
@@ -277,7 +285,21 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         if self.flush().await.is_err() {
             return Step::Close;
         }
+        self.ack_written().await;
         Step::Continue
+    }
+
+    /// For a dialect whose clients cannot ack: everything written is delivered.
+    async fn ack_written(&mut self) {
+        if !self.dialect.acks_on_write() {
+            return;
+        }
+        if let Some(written) = self.login.as_ref().map(|l| l.last_sent) {
+            if let Err(e) = self.ack(written).await {
+                // Still pending: sent again at the next login.
+                tracing::warn!(code = %e.code, "cannot ack written messages");
+            }
+        }
     }
 
     fn take_lagged(&self) -> bool {
@@ -332,7 +354,9 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         while let Some(frame) = self.login.as_mut().and_then(|l| l.queue.try_recv().ok()) {
             self.append(&frame);
         }
-        let _ = self.flush().await;
+        if self.flush().await.is_ok() {
+            self.ack_written().await;
+        }
     }
 
     async fn kicked(&mut self, reason: &'static str) -> Step {
@@ -354,7 +378,10 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let result = self.writer.write_all(&self.out).await;
+        let result = match self.dialect.frame_end() {
+            None => self.writer.write_all(&self.out).await,
+            Some(end) => write_each(&mut self.writer, &self.out, end).await,
+        };
         // An idle session keeps no buffer: most sessions are idle most of the time.
         self.out = Vec::new();
         result
@@ -434,6 +461,18 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         let _ = self.writer.shutdown().await;
         self.end_login().await;
     }
+}
+
+/// Writes each object of `out` (each ending in `end`) with its own write.
+async fn write_each<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    out: &[u8],
+    end: u8,
+) -> std::io::Result<()> {
+    for object in out.split_inclusive(|b| *b == end) {
+        writer.write_all(object).await?;
+    }
+    Ok(())
 }
 
 /// Waits for the session's kick signal; never completes before login.

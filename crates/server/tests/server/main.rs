@@ -3,6 +3,7 @@
 //! lines ([`util::Conn`]), once through the client library.
 //!
 //! - `basics`: ping, echo, register, login (name, id, token), logout, whoami, users, rids.
+//! - `classic`: the classic muduo `msgid` protocol, and chat between its clients and native ones.
 //! - `errors`: malformed input, bad fields, limits, `too_large`, framing.
 //! - `friends`: add and remove friends, presence.
 //! - `messages`: one-to-one messages, pending delivery, acks, history.
@@ -11,6 +12,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod basics;
+mod classic;
 mod errors;
 mod friends;
 mod groups;
