@@ -91,8 +91,34 @@ enum LoginAs {
     Name(String),
 }
 
+/// Where the server is, and how to reach it.
+pub(crate) struct Server {
+    pub(crate) addr: String,
+    /// Speak TLS, trusting this CA file (PEM) or, when `None`, the system's CAs.
+    pub(crate) tls: Option<Option<std::path::PathBuf>>,
+}
+
+impl Server {
+    async fn dial(&self) -> Result<(Client, chat_client::Events), chat_client::ClientError> {
+        match &self.tls {
+            None => Client::connect(self.addr.as_str()).await,
+            Some(ca) => {
+                // The certificate must name the host part of the address.
+                let host = self
+                    .addr
+                    .rsplit_once(':')
+                    .map_or(self.addr.as_str(), |(host, _)| host)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                Client::connect_tls(self.addr.as_str(), host, ca.as_deref()).await
+            }
+        }
+    }
+}
+
 pub(crate) struct App {
     addr: String,
+    target: Server,
     out: Printer,
     input: Input,
     conn: Option<Conn>,
@@ -112,12 +138,14 @@ pub(crate) struct App {
 }
 
 /// Runs the client against `addr` and tells how it ended.
-pub(crate) async fn run(addr: String, auto: Option<AutoLogin>, plain: bool) -> Exit {
+pub(crate) async fn run(target: Server, auto: Option<AutoLogin>, plain: bool) -> Exit {
+    let addr = target.addr.clone();
     let (input, out) = Input::open(plain);
     let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut app = App {
         addr,
+        target,
         out,
         input,
         conn: None,
@@ -155,6 +183,7 @@ fn report(out: &Printer, error: &ClientError) {
         ClientError::Closed => out.line("error: connection closed"),
         ClientError::Decode(e) => out.line(format!("error: unexpected reply from the server: {e}")),
         ClientError::Io(e) => out.line(format!("error: {e}")),
+        ClientError::Tls(e) => out.line(format!("error: TLS: {e}")),
     }
 }
 
@@ -220,7 +249,7 @@ impl App {
     }
 
     async fn connect(&mut self) -> Result<(), Exit> {
-        let connect = tokio::time::timeout(CONNECT_TIMEOUT, Client::connect(self.addr.as_str()));
+        let connect = tokio::time::timeout(CONNECT_TIMEOUT, self.target.dial());
         match connect.await {
             Ok(Ok((client, events))) => {
                 self.conn = Some(Conn {
@@ -410,8 +439,7 @@ impl App {
         let mut last = String::from("connection closed");
         for delay in RESUME_DELAYS {
             tokio::time::sleep(Duration::from_secs(*delay)).await;
-            let connect =
-                tokio::time::timeout(CONNECT_TIMEOUT, Client::connect(self.addr.as_str()));
+            let connect = tokio::time::timeout(CONNECT_TIMEOUT, self.target.dial());
             let (client, events) = match connect.await {
                 Ok(Ok(conn)) => conn,
                 Ok(Err(e)) => {

@@ -43,6 +43,15 @@ struct Args {
     /// Plain lines in and out even on a terminal (no line editor).
     #[arg(long)]
     plain: bool,
+
+    /// Connect with TLS; the certificate must name the address's host.
+    #[arg(long)]
+    tls: bool,
+
+    /// With --tls: trust this CA certificate (PEM), e.g. a self-signed server's, instead
+    /// of the system's CAs.
+    #[arg(long, value_name = "PEM", requires = "tls")]
+    ca: Option<std::path::PathBuf>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -59,7 +68,11 @@ async fn main() -> ExitCode {
         }),
         (None, None) => None,
     };
-    match app::run(args.addr, auto, args.plain).await {
+    let target = app::Server {
+        addr: args.addr,
+        tls: args.tls.then_some(args.ca),
+    };
+    match app::run(target, auto, args.plain).await {
         app::Exit::Quit => ExitCode::SUCCESS,
         app::Exit::Lost | app::Exit::LoginFailed => ExitCode::FAILURE,
     }

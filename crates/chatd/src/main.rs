@@ -1,11 +1,11 @@
 //! `chatd`: parses flags (each also an environment variable), starts logging, binds the
 //! listener and runs the server until SIGINT or SIGTERM.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use chat_server::{Config, Durability, HashCost};
+use chat_server::config::TlsFiles;
+use chat_server::{Cluster, Config, Db, Durability, HashCost};
 use clap::{Parser, ValueEnum};
 
 /// chatd: an instant-messaging server (JSON lines over TCP) on an embedded store.
@@ -15,7 +15,8 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "CHATD_LISTEN", default_value = "127.0.0.1:6000")]
     listen: String,
-    /// The store: a SQLite file path (created on first start), or `sqlite:PATH`.
+    /// The store: a SQLite file path (created on first start), `sqlite:PATH`, or a
+    /// PostgreSQL URL (`postgres://user@host/db`) for a cluster's shared store.
     #[arg(long, env = "CHATD_DB", default_value = "chatd.db")]
     db: String,
     /// How commits reach the disk: `full` fsyncs every group commit; `normal` survives a
@@ -37,9 +38,29 @@ struct Args {
     /// Days a session token stays valid.
     #[arg(long, env = "CHATD_TOKEN_TTL_DAYS", default_value_t = 30)]
     token_ttl_days: u64,
-    /// Frames that may wait for one session before it must catch up from the store.
+    /// Frames that may wait for one session; past that it is disconnected as a slow
+    /// consumer (what it had not acked stays pending).
     #[arg(long, env = "CHATD_OUTBOUND_QUEUE", default_value_t = 4096)]
     outbound_queue: usize,
+    /// Seconds one write to a client may take before the connection is closed.
+    #[arg(long, env = "CHATD_WRITE_TIMEOUT", default_value_t = 10)]
+    write_timeout: u64,
+    /// The most connections served at once; past it a new one gets `server_full`.
+    #[arg(long, env = "CHATD_MAX_CONNECTIONS", default_value_t = 100_000)]
+    max_connections: usize,
+    /// Requests per second allowed to one connection (token bucket); past it requests
+    /// get `rate_limited`, and a connection that keeps on at 4 times it is closed.
+    #[arg(long, env = "CHATD_RATE", default_value_t = 50.0)]
+    rate: f64,
+    /// Requests one connection may make in a burst.
+    #[arg(long, env = "CHATD_BURST", default_value_t = 100.0)]
+    burst: f64,
+    /// Registrations and password logins per second from one address.
+    #[arg(long, env = "CHATD_AUTH_RATE", default_value_t = 2.0)]
+    auth_rate: f64,
+    /// Registrations and password logins one address may make in a burst.
+    #[arg(long, env = "CHATD_AUTH_BURST", default_value_t = 20.0)]
+    auth_burst: f64,
     /// Seconds shutdown waits for in-flight requests.
     #[arg(long, env = "CHATD_SHUTDOWN_GRACE", default_value_t = 5)]
     shutdown_grace: u64,
@@ -49,6 +70,22 @@ struct Args {
     /// argon2id passes per password hash.
     #[arg(long, env = "CHATD_HASH_ITERATIONS", default_value_t = HashCost::default().iterations)]
     hash_iterations: u32,
+    /// Join a cluster through this Redis (`redis://host:port`): nodes share a PostgreSQL
+    /// `--db` and exchange messages and presence through Redis.
+    #[arg(long, env = "CHATD_REDIS")]
+    redis: Option<String>,
+    /// This node's id in the cluster (default: generated from the host name and pid).
+    #[arg(long, env = "CHATD_NODE_ID")]
+    node_id: Option<String>,
+    /// Prefix of the cluster's Redis keys and channels (several clusters can share a Redis).
+    #[arg(long, env = "CHATD_REDIS_PREFIX", default_value = "chatd:")]
+    redis_prefix: String,
+    /// PEM certificate chain: with --tls-key, the listener speaks TLS.
+    #[arg(long, env = "CHATD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CHATD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Worker threads (default: one per core).
     #[arg(long, env = "CHATD_THREADS")]
     threads: Option<usize>,
@@ -62,7 +99,6 @@ enum DurabilityArg {
 
 impl Args {
     fn config(&self) -> anyhow::Result<Config> {
-        let db_path = PathBuf::from(self.db.strip_prefix("sqlite:").unwrap_or(&self.db));
         anyhow::ensure!(
             self.max_frame >= 256,
             "--max-frame must be at least 256 bytes"
@@ -80,8 +116,32 @@ impl Args {
             self.idle_timeout >= 1,
             "--idle-timeout must be at least 1 s"
         );
+        let db = Db::parse(&self.db);
+        let cluster = match &self.redis {
+            None => None,
+            Some(url) => {
+                anyhow::ensure!(
+                    matches!(db, Db::Postgres(_)),
+                    "--redis needs a shared PostgreSQL store: --db postgres://..."
+                );
+                Some(Cluster {
+                    redis_url: url.clone(),
+                    node_id: self.node_id.clone().unwrap_or_else(default_node_id),
+                    key_prefix: self.redis_prefix.clone(),
+                })
+            }
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
         Ok(Config {
-            db_path,
+            db,
+            cluster,
+            tls,
             durability: match self.durability {
                 DurabilityArg::Full => Durability::Full,
                 DurabilityArg::Normal => Durability::Normal,
@@ -97,9 +157,28 @@ impl Args {
                 parallelism: 1,
             },
             outbound_queue: self.outbound_queue,
+            write_timeout: Duration::from_secs(self.write_timeout),
+            max_connections: self.max_connections,
+            request_rate: self.rate,
+            request_burst: self.burst,
+            auth_rate: self.auth_rate,
+            auth_burst: self.auth_burst,
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
         })
     }
+}
+
+/// A node id unique enough for one cluster: host name, process id, a random suffix.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_string());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{host}-{}-{:04x}", std::process::id(), nanos & 0xffff)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -121,6 +200,8 @@ fn main() -> anyhow::Result<()> {
         let listener = listen(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
+        // One line on stdout for scripts and tests that start chatd on port 0.
+        println!("chatd listening on {}", listener.local_addr()?);
         chat_server::run(listener, config, shutdown_signal()).await?;
         Ok(())
     })

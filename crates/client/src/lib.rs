@@ -39,6 +39,46 @@ pub enum ClientError {
     /// Connecting failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// TLS could not be set up (certificates, server name).
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// A TLS connector trusting the CA certificates in `ca` (PEM), or the system's.
+pub fn tls_connector(
+    ca: Option<&std::path::Path>,
+) -> Result<tokio_rustls::TlsConnector, ClientError> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| ClientError::Tls(format!("--ca {}: {e}", path.display())))?;
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| ClientError::Tls(format!("--ca {}: {e}", path.display())))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let config = ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ClientError::Tls(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
 }
 
 impl ClientError {
@@ -84,6 +124,24 @@ impl Client {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (read, write) = stream.into_split();
+        Ok(Client::over(read, write))
+    }
+
+    /// Connects over TCP and TLS. The server's certificate must be for `server_name` and
+    /// signed by the CA certificate(s) in the PEM file `ca`, or, without one, by a CA the
+    /// system trusts.
+    pub async fn connect_tls(
+        addr: impl ToSocketAddrs,
+        server_name: &str,
+        ca: Option<&std::path::Path>,
+    ) -> Result<(Client, Events), ClientError> {
+        let connector = tls_connector(ca)?;
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(server_name.to_string())
+            .map_err(|e| ClientError::Tls(format!("server name {server_name}: {e}")))?;
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let stream = connector.connect(name, stream).await?;
+        let (read, write) = tokio::io::split(stream);
         Ok(Client::over(read, write))
     }
 

@@ -20,6 +20,10 @@ pub mod kick_reason {
     pub const TOO_LARGE: &str = "too_large";
     /// The session fell too far behind in reading what was sent to it.
     pub const SLOW_CONSUMER: &str = "slow_consumer";
+    /// The server holds as many connections as it may (`--max-connections`).
+    pub const SERVER_FULL: &str = "server_full";
+    /// The connection kept sending far past its request rate.
+    pub const RATE_LIMITED: &str = "rate_limited";
 }
 
 /// A server-pushed event.

@@ -45,11 +45,71 @@ pub enum Durability {
     Normal,
 }
 
+/// Where the store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Db {
+    /// The embedded store: a SQLite file, created and migrated on first start.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (`postgres://...`), shared by the nodes of a cluster.
+    Postgres(String),
+}
+
+impl Db {
+    /// Reads a `--db` value: a `postgres://` or `postgresql://` URL, or a SQLite file path
+    /// (optionally prefixed `sqlite:`).
+    pub fn parse(value: &str) -> Db {
+        if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            Db::Postgres(value.to_string())
+        } else {
+            Db::Sqlite(PathBuf::from(
+                value.strip_prefix("sqlite:").unwrap_or(value),
+            ))
+        }
+    }
+
+    /// The store as it may be logged: a PostgreSQL URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            Db::Sqlite(path) => format!("sqlite:{}", path.display()),
+            Db::Postgres(url) => match (url.find("://"), url.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => {
+                    format!("{}://***{}", &url[..scheme], &url[at..])
+                }
+                _ => url.clone(),
+            },
+        }
+    }
+}
+
+/// How a node joins a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// `redis://...`: pub/sub between the nodes and cluster-wide presence.
+    pub redis_url: String,
+    /// This node's id, unique in the cluster.
+    pub node_id: String,
+    /// Prefix of every Redis key and channel, so that clusters (and tests) can share a Redis.
+    pub key_prefix: String,
+}
+
+/// The certificate that turns TLS on for the listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
 /// Everything a server needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The SQLite database file; created and migrated on first start.
-    pub db_path: PathBuf,
+    /// TLS on the listener; `None` for plain TCP.
+    pub tls: Option<TlsFiles>,
+    /// The store.
+    pub db: Db,
+    /// Cluster membership; `None` for a single node.
+    pub cluster: Option<Cluster>,
     pub durability: Durability,
     /// A connection that has not logged in by then is closed.
     pub login_timeout: Duration,
@@ -62,8 +122,22 @@ pub struct Config {
     /// How long a session token stays valid.
     pub token_ttl: Duration,
     pub hash_cost: HashCost,
-    /// How many events may wait for one session before it counts as lagging behind.
+    /// How many frames may wait for one session; past that it is a slow consumer and is
+    /// disconnected (what it had not acked stays pending).
     pub outbound_queue: usize,
+    /// How long one write to a client may take before the connection is closed.
+    pub write_timeout: Duration,
+    /// The most connections served at once; past it a new one gets `server_full`.
+    pub max_connections: usize,
+    /// Requests a connection may make per second (a token bucket)...
+    pub request_rate: f64,
+    /// ...and in a burst. Past it requests get `rate_limited`; a connection that keeps on
+    /// at several times the rate is closed.
+    pub request_burst: f64,
+    /// Registrations and password logins per second from one address...
+    pub auth_rate: f64,
+    /// ...and in a burst.
+    pub auth_burst: f64,
     /// How long shutdown waits for sessions to finish what is in flight.
     pub shutdown_grace: Duration,
 }
@@ -71,7 +145,9 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            db_path: PathBuf::from("chatd.db"),
+            db: Db::Sqlite(PathBuf::from("chatd.db")),
+            cluster: None,
+            tls: None,
             durability: Durability::Full,
             login_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(90),
@@ -80,18 +156,29 @@ impl Default for Config {
             token_ttl: Duration::from_secs(30 * 24 * 3600),
             hash_cost: HashCost::default(),
             outbound_queue: 4096,
+            write_timeout: Duration::from_secs(10),
+            max_connections: 100_000,
+            request_rate: 50.0,
+            request_burst: 100.0,
+            auth_rate: 2.0,
+            auth_burst: 20.0,
             shutdown_grace: Duration::from_secs(5),
         }
     }
 }
 
 impl Config {
-    /// A config for tests: a fresh database at `db_path`, cheap hashing, default limits.
+    /// A config for tests: a fresh database at `db_path`, cheap hashing, default limits
+    /// but for the rate limits, which are out of the way (tests that check them set them).
     pub fn for_tests(db_path: impl Into<PathBuf>) -> Config {
         Config {
-            db_path: db_path.into(),
+            db: Db::Sqlite(db_path.into()),
             durability: Durability::Normal,
             hash_cost: HashCost::TEST,
+            request_rate: 1e9,
+            request_burst: 1e9,
+            auth_rate: 1e9,
+            auth_burst: 1e9,
             ..Config::default()
         }
     }

@@ -1,8 +1,11 @@
-//! The dispatcher: turns the store's commit log into deliveries, in commit order.
+//! The dispatcher: turns the commit log into deliveries to this node's sessions, in
+//! commit order.
 //!
-//! Because the log is in commit order and this one task publishes it in that order, every
+//! Because the log is in commit order and this one task delivers it in that order, every
 //! session receives messages in increasing id order, which is what lets a single ack
-//! cursor per user stand for "everything up to here is delivered".
+//! cursor per user stand for "everything up to here is delivered". In a cluster every
+//! node runs a dispatcher over the whole log (put in order by [`crate::cluster`]) and
+//! delivers to the sessions it holds.
 //!
 //! It keeps the member lists of groups it has seen, loaded from the store on first use and
 //! kept current by the joins, leaves and deletions in the same log, so a group message
@@ -13,58 +16,57 @@ use std::sync::Arc;
 
 use chat_proto::{Event, GroupId, MsgId, UserId};
 
-use crate::bus::Bus;
-use crate::hub::Frame;
+use crate::hub::{Frame, Hub};
 use crate::store::{Commit, CommitLog, Store};
 
 /// Runs until the commit log closes (the store has stopped).
-pub async fn run(mut log: CommitLog, store: Arc<dyn Store>, bus: Arc<dyn Bus>) {
-    // Group id -> (member, last message id before it joined). Loaded on first use, which
-    // may be after later joins committed: `joined_after` keeps those out of older messages.
+pub async fn run(mut log: CommitLog, store: Arc<dyn Store>, hub: Hub) {
+    // Group id -> (member, id after which messages are for it). Loaded on first use, which
+    // may be after later joins committed: the id keeps those out of older messages.
     let mut groups: HashMap<GroupId, Vec<(UserId, MsgId)>> = HashMap::new();
-    let mut recipients: Vec<UserId> = Vec::new();
-    while let Some(commit) = log.recv().await {
-        match commit {
-            Commit::Msg(msg) => {
-                let frame = Frame::msg(msg.id, Event::Msg((*msg).clone()).to_json().into_bytes());
-                if let Some(to) = msg.to {
-                    bus.publish(&[to], frame);
-                } else if let Some(group) = msg.group {
-                    let members = match groups.get(&group) {
-                        Some(members) => members,
-                        None => match store.group_member_ids(group).await {
-                            Ok(members) => groups.entry(group).or_insert(members),
-                            Err(e) => {
-                                // Undelivered now, still pending in the store.
-                                tracing::warn!(error = %e, group, "cannot load group members");
-                                continue;
+    while let Some(batch) = log.recv().await {
+        for commit in batch.commits {
+            match commit {
+                Commit::Msg(msg) => {
+                    let frame =
+                        Frame::msg(msg.id, Event::Msg((*msg).clone()).to_json().into_bytes());
+                    if let Some(to) = msg.to {
+                        hub.deliver(to, &frame);
+                    } else if let Some(group) = msg.group {
+                        let members = match groups.get(&group) {
+                            Some(members) => members,
+                            None => match store.group_member_ids(group).await {
+                                Ok(members) => groups.entry(group).or_insert(members),
+                                Err(e) => {
+                                    // Undelivered now, still pending in the store.
+                                    tracing::warn!(error = %e, group, "cannot load group members");
+                                    continue;
+                                }
+                            },
+                        };
+                        for (user, after) in members {
+                            if *user != msg.from && *after < msg.id {
+                                hub.deliver(*user, &frame);
                             }
-                        },
-                    };
-                    recipients.clear();
-                    recipients.extend(
-                        members
-                            .iter()
-                            .filter(|(user, after)| *user != msg.from && *after < msg.id)
-                            .map(|(user, _)| *user),
-                    );
-                    bus.publish(&recipients, frame);
-                }
-            }
-            Commit::Joined { group, user, after } => {
-                if let Some(members) = groups.get_mut(&group) {
-                    if !members.iter().any(|(m, _)| *m == user) {
-                        members.push((user, after));
+                        }
                     }
                 }
-            }
-            Commit::Left { group, user } => {
-                if let Some(members) = groups.get_mut(&group) {
-                    members.retain(|(m, _)| *m != user);
+                Commit::Joined { group, user, at } => {
+                    if let Some(members) = groups.get_mut(&group) {
+                        if !members.iter().any(|(m, _)| *m == user) {
+                            members.push((user, at));
+                        }
+                    }
                 }
-            }
-            Commit::GroupDeleted { group } => {
-                groups.remove(&group);
+                Commit::Left { group, user, .. } => {
+                    if let Some(members) = groups.get_mut(&group) {
+                        members.retain(|(m, _)| *m != user);
+                    }
+                }
+                Commit::GroupDeleted { group, .. } => {
+                    groups.remove(&group);
+                }
+                Commit::ForgetGroups => groups.clear(),
             }
         }
     }

@@ -1,15 +1,17 @@
 //! Who is online on this node, and the queue into each session.
 //!
 //! The hub maps a user id to its one live session. Delivering never waits: a frame goes
-//! into the session's bounded queue or, when the queue is full, the rule is:
-//! - a message is dropped from the queue and the session is marked *lagged*; it fetches
-//!   what it missed from the store (where the message already is) before it sends
-//!   anything newer, so nothing is lost and order is kept;
-//! - any other event cannot be fetched again, so the session is kicked as a slow consumer.
+//! into the session's bounded queue or, when the queue is full, the session is kicked as
+//! a slow consumer (`kicked`, reason `slow_consumer`). Nothing is lost by it: messages
+//! are in the store and stay pending until the user acks them, after its next login.
 //!
-//! Locking: the map is a `DashMap`; no lock is held across an `.await`.
+//! In a cluster the hub also keeps a replica of who is online on the other nodes (kept
+//! by [`crate::cluster`]), so that `online` flags and the `users` op cover the cluster
+//! without a round trip.
+//!
+//! Locking: the maps are `DashMap`s; no lock is held across an `.await`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use chat_proto::types::User;
@@ -57,8 +59,6 @@ impl Frame {
 /// Signals from the rest of the server to one session.
 #[derive(Debug, Default)]
 pub struct SessionSignal {
-    /// A message could not be queued: fetch from the store before sending anything newer.
-    pub lagged: AtomicBool,
     /// Set when the session must end (the first reason given wins).
     kick_reason: OnceLock<&'static str>,
     kicked: Notify,
@@ -88,6 +88,8 @@ impl SessionSignal {
 pub struct SessionHandle {
     /// Tells apart two sessions of the same user.
     pub conn_id: u64,
+    /// When the session logged in (ms since the epoch): of two logins, the later wins.
+    pub since_ms: i64,
     pub user: User,
     pub queue: mpsc::Sender<Arc<Frame>>,
     pub signal: Arc<SessionSignal>,
@@ -102,7 +104,17 @@ pub struct Hub {
 #[derive(Debug, Default)]
 struct HubInner {
     sessions: DashMap<UserId, SessionHandle>,
+    /// Users online on other nodes of the cluster.
+    remote: DashMap<UserId, RemoteSession>,
     next_conn_id: AtomicU64,
+}
+
+/// A session on another node, as this node knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSession {
+    pub node: Arc<str>,
+    pub conn_id: u64,
+    pub name: String,
 }
 
 impl Hub {
@@ -128,11 +140,17 @@ impl Hub {
             .is_some()
     }
 
+    /// Whether the user is online here or, in a cluster, on another node.
     pub fn is_online(&self, user: UserId) -> bool {
+        self.inner.sessions.contains_key(&user) || self.inner.remote.contains_key(&user)
+    }
+
+    /// Whether the user has a session on this node.
+    pub fn is_local(&self, user: UserId) -> bool {
         self.inner.sessions.contains_key(&user)
     }
 
-    /// Every user online on this node.
+    /// Every user online, here or on another node.
     pub fn online_users(&self) -> Vec<User> {
         let mut users: Vec<User> = self
             .inner
@@ -140,8 +158,73 @@ impl Hub {
             .iter()
             .map(|entry| entry.value().user.clone())
             .collect();
+        users.extend(
+            self.inner
+                .remote
+                .iter()
+                .filter(|entry| !self.inner.sessions.contains_key(entry.key()))
+                .map(|entry| User {
+                    id: *entry.key(),
+                    name: entry.value().name.clone(),
+                }),
+        );
         users.sort_by_key(|u| u.id);
         users
+    }
+
+    /// Every session of this node: (user, connection id).
+    pub fn local_sessions(&self) -> Vec<(User, u64)> {
+        self.inner
+            .sessions
+            .iter()
+            .map(|entry| (entry.value().user.clone(), entry.value().conn_id))
+            .collect()
+    }
+
+    /// Takes the user's session off this node if it logged in before `since_ms`, without
+    /// it counting as going offline (the user is online elsewhere); returns it so that it
+    /// can be told.
+    pub fn evict_older(&self, user: UserId, since_ms: i64) -> Option<SessionHandle> {
+        self.inner
+            .sessions
+            .remove_if(&user, |_, handle| handle.since_ms <= since_ms)
+            .map(|(_, handle)| handle)
+    }
+
+    /// Notes a session on another node.
+    pub fn set_remote(&self, user: UserId, session: RemoteSession) {
+        self.inner.remote.insert(user, session);
+    }
+
+    /// Forgets a session on another node, if it is still the one noted.
+    pub fn clear_remote(&self, user: UserId, node: &str, conn_id: u64) -> bool {
+        self.inner
+            .remote
+            .remove_if(&user, |_, s| &*s.node == node && s.conn_id == conn_id)
+            .is_some()
+    }
+
+    /// Forgets every session of a node; returns their users.
+    pub fn drop_node(&self, node: &str) -> Vec<UserId> {
+        let users: Vec<UserId> = self
+            .inner
+            .remote
+            .iter()
+            .filter(|entry| &*entry.value().node == node)
+            .map(|entry| *entry.key())
+            .collect();
+        for user in &users {
+            self.inner.remote.remove_if(user, |_, s| &*s.node == node);
+        }
+        users
+    }
+
+    /// Replaces the replica of the other nodes' sessions.
+    pub fn replace_remote(&self, sessions: Vec<(UserId, RemoteSession)>) {
+        self.inner.remote.clear();
+        for (user, session) in sessions {
+            self.inner.remote.insert(user, session);
+        }
     }
 
     pub fn online_count(&self) -> usize {
@@ -156,13 +239,9 @@ impl Hub {
         match session.queue.try_send(frame.clone()) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                if frame.msg_id.is_some() {
-                    session.signal.lagged.store(true, Ordering::Release);
-                } else {
-                    session
-                        .signal
-                        .kick(chat_proto::event::kick_reason::SLOW_CONSUMER);
-                }
+                session
+                    .signal
+                    .kick(chat_proto::event::kick_reason::SLOW_CONSUMER);
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }

@@ -11,25 +11,31 @@
 //! - [`hub`]: who is online on this node, and each session's delivery queue.
 //! - [`bus`]: delivery to online users behind one interface (in-process for now).
 //! - [`dispatch`]: turns committed messages into deliveries, in commit order.
+//! - [`cluster`]: a node of a cluster (PostgreSQL store, Redis between nodes).
 //! - [`store`]: storage behind one interface; SQLite is the embedded implementation.
+//! - [`limits`]: rate limits, per connection and per source address.
 //! - [`password`]: argon2id hashing and session tokens.
+//! - [`tls`]: TLS on the listener (rustls).
 //! - [`config`], [`error`], [`state`]: settings, op errors, shared state.
 
 pub mod bus;
 pub(crate) mod classic;
+pub mod cluster;
 pub mod config;
 pub(crate) mod dialect;
 pub mod dispatch;
 pub mod error;
 pub mod hub;
+pub mod limits;
 pub(crate) mod ops;
 pub mod password;
 pub mod server;
 pub(crate) mod session;
 pub mod state;
 pub mod store;
+pub mod tls;
 
-pub use config::{Config, Durability, HashCost};
+pub use config::{Cluster, Config, Db, Durability, HashCost};
 pub use server::run;
 
 /// Why the server could not start or stopped abnormally.

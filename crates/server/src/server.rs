@@ -4,18 +4,36 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bus::local::LocalBus;
 use crate::bus::Bus;
-use crate::config::Config;
+use crate::config::{Config, Db};
 use crate::hub::Hub;
+use crate::limits::AddressLimits;
 use crate::password::Passwords;
 use crate::state::Ctx;
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::Store;
-use crate::{dispatch, session, ServerError};
+use crate::store::{CommitLog, Store};
+use crate::{cluster, dispatch, session, ServerError};
+
+/// Opens (creating and migrating as needed) the configured store.
+async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, CommitLog), ServerError> {
+    let store_error = |e: crate::store::StoreError| ServerError::Store(e.to_string());
+    match &config.db {
+        Db::Sqlite(path) => {
+            let (store, log) = SqliteStore::open(path, config.durability).map_err(store_error)?;
+            Ok((Arc::new(store), log))
+        }
+        Db::Postgres(url) => {
+            let (store, log) = PgStore::open(url).await.map_err(store_error)?;
+            Ok((Arc::new(store), log))
+        }
+    }
+}
 
 /// Serves connections on `listener` until `shutdown` completes; then stops accepting,
 /// tells every session (`kicked` with reason `shutdown`), lets in-flight requests finish
@@ -26,20 +44,39 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let passwords = Passwords::new(config.hash_cost).map_err(ServerError::Config)?;
-    let (store, commits) = SqliteStore::open(&config.db_path, config.durability)
-        .map_err(|e| ServerError::Store(e.to_string()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let tls = match &config.tls {
+        Some(files) => {
+            Some(crate::tls::acceptor(&files.cert, &files.key).map_err(ServerError::Config)?)
+        }
+        None => None,
+    };
+    let (store, commits) = open_store(&config).await?;
     let hub = Hub::new();
-    let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(hub.clone()));
-    let dispatcher = tokio::spawn(dispatch::run(commits, store.clone(), bus.clone()));
+    let cluster_stop = CancellationToken::new();
+    let (bus, commits): (Arc<dyn Bus>, _) = match &config.cluster {
+        Some(cluster) => {
+            cluster::start(
+                cluster,
+                store.clone(),
+                hub.clone(),
+                commits,
+                cluster_stop.clone(),
+            )
+            .await?
+        }
+        None => (Arc::new(LocalBus::new(hub.clone())), commits),
+    };
+    let dispatcher = tokio::spawn(dispatch::run(commits, store.clone(), hub.clone()));
     let ctx = Arc::new(Ctx {
         config: config.clone(),
         store: store.clone(),
         bus,
         hub,
         passwords,
+        auth_limits: AddressLimits::new(config.auth_rate, config.auth_burst),
     });
-    tracing::info!(addr = ?listener.local_addr().ok(), db = %config.db_path.display(), "chatd serving");
+    let connections = Arc::new(Semaphore::new(config.max_connections));
+    tracing::info!(addr = ?listener.local_addr().ok(), db = %config.db.describe(), "chatd serving");
 
     let stop = CancellationToken::new();
     let sessions = TaskTracker::new();
@@ -48,9 +85,19 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    sessions.spawn(session::serve_tcp(ctx.clone(), stream, peer, stop.clone()));
-                }
+                Ok((stream, peer)) => match connections.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let tls = tls.clone();
+                        let session = session::serve_tcp(ctx.clone(), stream, peer, tls, stop.clone());
+                        sessions.spawn(async move {
+                            session.await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        sessions.spawn(session::refuse_full(stream));
+                    }
+                },
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little, keep serving.
                     tracing::warn!(error = %e, "accept failed");
@@ -73,6 +120,7 @@ pub async fn run(
         );
     }
     store.close().await;
+    cluster_stop.cancel();
     let _ = dispatcher.await;
     tracing::info!("stopped");
     Ok(())

@@ -6,8 +6,7 @@
 //! and the login or idle deadline. A request runs to completion before the next is read,
 //! so replies come in request order.
 
-use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -29,6 +28,7 @@ use crate::classic::{ClassicCodec, ClassicDialect};
 use crate::dialect::{sniff, Dialect, Inbound, Native, Prefixed, Protocol};
 use crate::error::OpError;
 use crate::hub::{Frame, SessionSignal};
+use crate::limits::{RequestLimit, Verdict};
 use crate::ops;
 use crate::state::Ctx;
 
@@ -37,20 +37,74 @@ const CATCH_UP_PAGE: usize = 512;
 /// How many queued frames go into one write.
 const WRITE_BATCH: usize = 256;
 
-/// Serves one TCP connection until it closes, is kicked, or the server shuts down.
+/// Serves one TCP connection (in TLS when the server has a certificate) until it
+/// closes, is kicked, or the server shuts down.
 pub(crate) async fn serve_tcp(
     ctx: Arc<Ctx>,
     stream: TcpStream,
     peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let (mut read, write) = stream.into_split();
     let conn_id = ctx.hub.next_conn_id();
     // A lean span (it is kept per connection): the peer is logged once, here.
     let span = tracing::info_span!("conn", id = conn_id, user = tracing::field::Empty);
     tracing::debug!(parent: &span, %peer, "connected");
     let login_deadline = Instant::now() + ctx.config.login_timeout;
+    match tls {
+        None => {
+            let (read, write) = stream.into_split();
+            serve_stream(
+                ctx,
+                read,
+                write,
+                conn_id,
+                peer.ip(),
+                login_deadline,
+                shutdown,
+            )
+            .instrument(span)
+            .await;
+        }
+        Some(acceptor) => {
+            // The handshake counts against the login deadline.
+            match tokio::time::timeout_at(login_deadline, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let (read, write) = tokio::io::split(stream);
+                    serve_stream(
+                        ctx,
+                        read,
+                        write,
+                        conn_id,
+                        peer.ip(),
+                        login_deadline,
+                        shutdown,
+                    )
+                    .instrument(span)
+                    .await;
+                }
+                Ok(Err(e)) => tracing::debug!(parent: &span, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(parent: &span, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+/// Serves one connection's byte stream, whatever carries it: tells the protocol from the
+/// first frame, then runs the session loop with that protocol's codec and dialect.
+async fn serve_stream<R, W>(
+    ctx: Arc<Ctx>,
+    mut read: R,
+    write: W,
+    conn_id: u64,
+    peer: IpAddr,
+    login_deadline: Instant,
+    shutdown: CancellationToken,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let max_frame = ctx.config.max_frame;
     let mut first = BytesMut::with_capacity(256);
     let sniffed = tokio::time::timeout_at(
@@ -64,18 +118,30 @@ pub(crate) async fn serve_tcp(
     match protocol {
         Protocol::Native => {
             let frames = FramedRead::with_capacity(read, LineCodec::new(max_frame), 256);
-            let session = Session::new(ctx, conn_id, write, Native, login_deadline);
-            session.run(frames, shutdown).instrument(span).await;
+            let session = Session::new(ctx, conn_id, peer, write, Native, login_deadline);
+            session.run(frames, shutdown).await;
         }
         Protocol::Classic => {
-            tracing::debug!(parent: &span, "classic protocol");
+            tracing::debug!("classic protocol");
             let frames = FramedRead::with_capacity(read, ClassicCodec::new(max_frame), 256);
             let dialect = ClassicDialect::new();
-            let session = Session::new(ctx, conn_id, write, dialect, login_deadline);
-            session.run(frames, shutdown).instrument(span).await;
+            let session = Session::new(ctx, conn_id, peer, write, dialect, login_deadline);
+            session.run(frames, shutdown).await;
         }
     }
 }
+
+/// Tells a connection past `--max-connections` that the server is full, and closes it.
+pub(crate) async fn refuse_full(mut stream: TcpStream) {
+    let frame = Frame::event(&Event::Kicked {
+        reason: kick_reason::SERVER_FULL.to_string(),
+    });
+    let _ = tokio::time::timeout(REFUSAL_WRITE, stream.write_all(&frame.bytes)).await;
+    let _ = stream.shutdown().await;
+}
+
+/// How long the `server_full` line may take to write.
+const REFUSAL_WRITE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads until the first frame tells the protocol (or the connection ends, or the bytes
 /// pass the frame limit: then it is native, and the native codec answers).
@@ -119,6 +185,9 @@ pub(crate) struct Login {
 pub(crate) struct Session<W, D> {
     pub(crate) ctx: Arc<Ctx>,
     pub(crate) conn_id: u64,
+    /// The client's address (for the per-address limits on registering and logging in).
+    pub(crate) peer: IpAddr,
+    limit: RequestLimit,
     pub(crate) login: Option<Login>,
     /// Set by `login`: replay pending messages and send `synced` after the reply.
     pub(crate) needs_sync: bool,
@@ -138,13 +207,16 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
     fn new(
         ctx: Arc<Ctx>,
         conn_id: u64,
+        peer: IpAddr,
         writer: W,
         dialect: D,
         login_deadline: Instant,
     ) -> Session<W, D> {
         Session {
+            limit: RequestLimit::new(ctx.config.request_rate, ctx.config.request_burst),
             ctx: ctx.clone(),
             conn_id,
+            peer,
             login: None,
             needs_sync: false,
             login_deadline,
@@ -234,7 +306,17 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         let (op, reply) = match self.dialect.decode(line, self.login.is_some()) {
             Inbound::Request(rid, req) => {
                 let op = req.op();
-                let result = if self.login.is_none() && !req.allowed_before_login() {
+                let result = match self.limit.check() {
+                    Verdict::Allow => Ok(()),
+                    Verdict::Refuse => Err(OpError::new(
+                        ErrorCode::RateLimited,
+                        "too many requests; slow down",
+                    )),
+                    Verdict::Close => return self.kicked(kick_reason::RATE_LIMITED).await,
+                };
+                let result = if let Err(e) = result {
+                    Err(e)
+                } else if self.login.is_none() && !req.allowed_before_login() {
                     Err(OpError::new(ErrorCode::Unauthenticated, "log in first"))
                 } else {
                     // Boxed: an op's future lives only while it runs, instead of widening
@@ -270,12 +352,6 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         let mut next = Some(first);
         let mut count = 0;
         while let Some(frame) = next.take() {
-            if frame.msg_id.is_some() && self.take_lagged() {
-                // Something older was dropped: fetch it (and this) from the store first.
-                if self.flush().await.is_err() || Box::pin(self.catch_up()).await.is_err() {
-                    return Step::Close;
-                }
-            }
             self.append(&frame);
             count += 1;
             if count < WRITE_BATCH {
@@ -300,12 +376,6 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
                 tracing::warn!(code = %e.code, "cannot ack written messages");
             }
         }
-    }
-
-    fn take_lagged(&self) -> bool {
-        self.login
-            .as_ref()
-            .is_some_and(|l| l.signal.lagged.swap(false, Ordering::AcqRel))
     }
 
     /// Adds a frame to the output buffer, skipping a message already sent.
@@ -378,10 +448,16 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let result = match self.dialect.frame_end() {
-            None => self.writer.write_all(&self.out).await,
-            Some(end) => write_each(&mut self.writer, &self.out, end).await,
+        let write = async {
+            match self.dialect.frame_end() {
+                None => self.writer.write_all(&self.out).await,
+                Some(end) => write_each(&mut self.writer, &self.out, end).await,
+            }
         };
+        // A client that does not read must not hold its session open for ever.
+        let result = tokio::time::timeout(self.ctx.config.write_timeout, write)
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
         // An idle session keeps no buffer: most sessions are idle most of the time.
         self.out = Vec::new();
         result
@@ -398,16 +474,20 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
     ) -> bool {
         let (tx, rx) = mpsc::channel(self.ctx.config.outbound_queue);
         let signal = Arc::new(SessionSignal::default());
+        let since_ms = crate::ops::auth::now_ms();
         let handle = crate::hub::SessionHandle {
             conn_id: self.conn_id,
+            since_ms,
             user: user.clone(),
             queue: tx,
             signal: signal.clone(),
         };
+        let was_online = self.ctx.hub.is_online(user.id);
         let replaced = self.ctx.hub.register(handle);
         if let Some(old) = &replaced {
             old.signal.kick(kick_reason::LOGGED_IN_ELSEWHERE);
         }
+        self.ctx.bus.session_started(&user, self.conn_id, since_ms);
         tracing::Span::current().record("user", user.id);
         self.login = Some(Login {
             user,
@@ -420,7 +500,7 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
             friends_changed: false,
         });
         self.needs_sync = true;
-        replaced.is_none()
+        !was_online
     }
 
     /// Leaves the hub; tells friends if this was the user's live session.
@@ -428,6 +508,7 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         let mut login = self.login.take()?;
         self.login_deadline = Instant::now() + self.ctx.config.login_timeout;
         if self.ctx.hub.unregister(login.user.id, self.conn_id) {
+            self.ctx.bus.session_ended(login.user.id, self.conn_id);
             let friends = if login.friends_changed {
                 match self.ctx.store.friend_ids(login.user.id).await {
                     Ok(friends) => friends,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::limits::AddressLimits;
 use crate::password::Passwords;
 use crate::store::Store;
 
@@ -16,4 +17,6 @@ pub struct Ctx {
     pub bus: Arc<dyn Bus>,
     pub hub: Hub,
     pub passwords: Passwords,
+    /// Registrations and password logins by source address.
+    pub auth_limits: AddressLimits,
 }

@@ -1,11 +1,17 @@
-//! Delivery between sessions behind one interface: in-process now ([`local::LocalBus`]),
-//! between nodes later. A bus takes a frame and the users it is for, and gets it to
-//! those of them who are online, wherever they are.
+//! Delivery between sessions behind one interface: in-process ([`local::LocalBus`]) or
+//! across the nodes of a cluster ([`redis::RedisBus`]). A bus takes a frame and the users
+//! it is for, and gets it to those of them who are online, wherever they are; it also
+//! hears when a session starts and ends, so that other nodes know who is online.
+//!
+//! Messages do not travel on the bus: they travel on the commit log (see
+//! [`crate::dispatch`] and [`crate::cluster`]), which keeps them in order.
 
 pub mod local;
+pub mod redis;
 
 use std::sync::Arc;
 
+use chat_proto::types::User;
 use chat_proto::UserId;
 
 use crate::hub::Frame;
@@ -14,4 +20,11 @@ use crate::hub::Frame;
 pub trait Bus: Send + Sync + 'static {
     /// Queues `frame` for each of `users` who is online. Never waits.
     fn publish(&self, users: &[UserId], frame: Arc<Frame>);
+
+    /// `user`'s session `conn_id` on this node, logged in at `since_ms`, became its live
+    /// one (it is in the hub).
+    fn session_started(&self, _user: &User, _conn_id: u64, _since_ms: i64) {}
+
+    /// `user`'s live session `conn_id` on this node ended.
+    fn session_ended(&self, _user: UserId, _conn_id: u64) {}
 }

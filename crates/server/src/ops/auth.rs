@@ -27,6 +27,7 @@ pub(crate) async fn register<W: AsyncWrite + Unpin, D: Dialect>(
 ) -> OpResult {
     check_name("name", &req.name)?;
     check_len("password", &req.password, 1, 128)?;
+    check_attempts(s)?;
     // Refuse a taken name before paying for a hash; the insert checks again.
     if s.ctx.store.credentials_by_name(&req.name).await?.is_some() {
         return Err(OpError::new(
@@ -60,6 +61,7 @@ pub(crate) async fn login<W: AsyncWrite + Unpin, D: Dialect>(
             (user, token)
         }
         (None, Some(password)) => {
+            check_attempts(s)?;
             let credentials = match (req.id, req.name) {
                 (Some(id), None) => s.ctx.store.credentials_by_id(id).await?,
                 (None, Some(name)) => s.ctx.store.credentials_by_name(&name).await?,
@@ -133,6 +135,20 @@ pub(crate) async fn login<W: AsyncWrite + Unpin, D: Dialect>(
             groups,
         },
     ))
+}
+
+/// Registrations and password logins are limited per source address: guessing
+/// passwords must be slow.
+fn check_attempts<W: AsyncWrite + Unpin, D: Dialect>(s: &Session<W, D>) -> Result<(), OpError> {
+    if s.ctx.auth_limits.take(s.peer) {
+        Ok(())
+    } else {
+        tracing::info!(peer = %s.peer, "too many registrations or password logins");
+        Err(OpError::new(
+            chat_proto::ErrorCode::RateLimited,
+            "too many attempts from your address; wait a little",
+        ))
+    }
 }
 
 pub(crate) async fn logout<W: AsyncWrite + Unpin, D: Dialect>(

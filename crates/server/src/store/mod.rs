@@ -1,6 +1,7 @@
 //! Storage behind one interface: users, tokens, friendships, groups and messages.
 //!
-//! [`Store`] is what the ops call; [`sqlite::SqliteStore`] is the embedded implementation.
+//! [`Store`] is what the ops call; [`sqlite::SqliteStore`] is the embedded implementation,
+//! [`postgres::PgStore`] the shared one that the nodes of a cluster use.
 //! Every write that changes who receives what (a message, a join, a leave, a deletion)
 //! is also announced, after it commits and in commit order, on the [`CommitLog`]: the
 //! dispatcher turns that log into deliveries, so a recipient sees messages in id order.
@@ -9,6 +10,7 @@
 //! is pending for a user while its id is above that cursor (and, for a group message,
 //! above the id at which the user joined). Acking moves the cursor.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -80,24 +82,47 @@ pub enum Conversation {
 }
 
 /// A committed change that affects delivery, announced in commit order.
-#[derive(Debug, Clone)]
+///
+/// Every change in the log has a message id of its own: a membership change takes one
+/// too (with no message under it), so that every batch covers a non-empty id range and
+/// batches are ordered by their ranges alone.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Commit {
     /// A message; `msg.to` or `msg.group` says who gets it.
     Msg(Arc<Msg>),
-    /// A user joined a group; only messages with ids above `after` are for it.
+    /// A user joined a group at id `at`; only messages after it are for the user.
     Joined {
         group: GroupId,
         user: UserId,
-        after: MsgId,
+        at: MsgId,
     },
-    /// A user left a group.
-    Left { group: GroupId, user: UserId },
-    /// A group was deleted.
-    GroupDeleted { group: GroupId },
+    /// A user left a group at id `at`.
+    Left {
+        group: GroupId,
+        user: UserId,
+        at: MsgId,
+    },
+    /// A group was deleted at id `at`.
+    GroupDeleted { group: GroupId, at: MsgId },
+    /// Not stored nor published: tells a dispatcher to forget the member lists it keeps,
+    /// after it missed changes (a gap in a cluster's log filled from the store).
+    ForgetGroups,
 }
 
-/// The receiving end of the commit log.
-pub type CommitLog = mpsc::Receiver<Commit>;
+/// The changes of one committed transaction. Batches are contiguous in message ids: a
+/// batch's messages have ids `after + 1 ..= last` (none when `after == last`), and the
+/// next batch's `after` is this one's `last`. So a reader can tell a gap from a batch
+/// that assigned no ids, and fill a gap from the store.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CommitBatch {
+    pub after: MsgId,
+    pub last: MsgId,
+    pub commits: Vec<Commit>,
+}
+
+/// The receiving end of the commit log: batches in commit order.
+pub type CommitLog = mpsc::Receiver<CommitBatch>;
 
 /// The store's operations. Every method that writes returns after its change committed.
 #[async_trait]
@@ -156,6 +181,11 @@ pub trait Store: Send + Sync + 'static {
     async fn ack_cursor(&self, user: UserId) -> StoreResult<MsgId>;
     /// Messages pending for `user` with an id above `after`, oldest first.
     async fn pending(&self, user: UserId, after: MsgId, limit: usize) -> StoreResult<Vec<Msg>>;
+    /// Every message with an id in `after + 1 ..= up_to`, oldest first (to fill a gap in
+    /// the commit log of a cluster).
+    async fn messages_between(&self, after: MsgId, up_to: MsgId) -> StoreResult<Vec<Msg>>;
+    /// The id of the newest message.
+    async fn last_msg_id(&self) -> StoreResult<MsgId>;
     /// Moves the user's ack cursor up to `up_to` (never down).
     async fn ack(&self, user: UserId, up_to: MsgId) -> StoreResult<()>;
 

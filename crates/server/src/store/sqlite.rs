@@ -22,8 +22,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{
-    Commit, CommitLog, Conversation, Credentials, GroupRow, GroupWithMembers, Snapshot, Store,
-    StoreError, StoreResult,
+    Commit, CommitBatch, CommitLog, Conversation, Credentials, GroupRow, GroupWithMembers,
+    Snapshot, Store, StoreError, StoreResult,
 };
 use crate::config::Durability;
 
@@ -372,7 +372,7 @@ struct Writer {
     last_ts: i64,
     /// Users known to exist (users are never deleted), to skip a lookup per message.
     known_users: HashSet<UserId>,
-    commits: mpsc::Sender<Commit>,
+    commits: mpsc::Sender<CommitBatch>,
     acks: Arc<PendingAcks>,
 }
 
@@ -445,10 +445,13 @@ impl Writer {
             Ok(()) => {
                 // Announce before answering, so that a message is on its way to its
                 // recipients no later than its sender hears it is stored.
-                for commit in commits {
-                    if self.commits.blocking_send(commit).is_err() {
-                        break;
-                    }
+                let batch = CommitBatch {
+                    after: first_id - 1,
+                    last: self.next_msg_id - 1,
+                    commits,
+                };
+                if !batch.commits.is_empty() {
+                    let _ = self.commits.blocking_send(batch);
                 }
                 for finish in finishers {
                     finish(None);
@@ -522,10 +525,11 @@ impl Writer {
             } => {
                 let result = self.savepoint(|w| w.create_group(creator, &name, &desc));
                 if let Ok(group) = &result {
+                    let at = self.next_stamp().0;
                     commits.push(Commit::Joined {
                         group: group.id,
                         user: creator,
-                        after: self.next_msg_id - 1,
+                        at,
                     });
                 }
                 done.push(finisher(reply, result));
@@ -533,25 +537,24 @@ impl Writer {
             Write::JoinGroup { group, user, reply } => {
                 let result = self.savepoint(|w| w.join_group(group, user));
                 if result.is_ok() {
-                    commits.push(Commit::Joined {
-                        group,
-                        user,
-                        after: self.next_msg_id - 1,
-                    });
+                    let at = self.next_stamp().0;
+                    commits.push(Commit::Joined { group, user, at });
                 }
                 done.push(finisher(reply, result));
             }
             Write::LeaveGroup { group, user, reply } => {
                 let result = self.savepoint(|w| w.leave_group(group, user));
                 if result.is_ok() {
-                    commits.push(Commit::Left { group, user });
+                    let at = self.next_stamp().0;
+                    commits.push(Commit::Left { group, user, at });
                 }
                 done.push(finisher(reply, result));
             }
             Write::DeleteGroup { group, user, reply } => {
                 let result = self.savepoint(|w| w.delete_group(group, user));
                 if result.is_ok() {
-                    commits.push(Commit::GroupDeleted { group });
+                    let at = self.next_stamp().0;
+                    commits.push(Commit::GroupDeleted { group, at });
                 }
                 done.push(finisher(reply, result));
             }
@@ -1308,6 +1311,26 @@ impl Store for SqliteStore {
 
     async fn pending(&self, user: UserId, after: MsgId, limit: usize) -> StoreResult<Vec<Msg>> {
         self.read(move |c| pending_of(c, user, after, limit)).await
+    }
+
+    async fn messages_between(&self, after: MsgId, up_to: MsgId) -> StoreResult<Vec<Msg>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "{MSG_SELECT} WHERE m.id > ?1 AND m.id <= ?2 ORDER BY m.id"
+            ))?;
+            let rows = stmt.query_map(params![after, up_to], row_to_msg)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn last_msg_id(&self) -> StoreResult<MsgId> {
+        self.read(|c| {
+            c.query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| {
+                r.get(0)
+            })
+        })
+        .await
     }
 
     async fn ack(&self, user: UserId, up_to: MsgId) -> StoreResult<()> {

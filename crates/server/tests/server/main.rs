@@ -1,6 +1,7 @@
 //! Integration tests of chatd: each test starts the real server (`chat_server::run`) on
 //! 127.0.0.1:0 with a fresh SQLite store and talks to it over TCP, mostly with raw JSON
-//! lines ([`util::Conn`]), once through the client library.
+//! lines ([`util::Conn`]), once through the client library. `tests/server_pg.rs` runs
+//! the same modules on PostgreSQL.
 //!
 //! - `basics`: ping, echo, register, login (name, id, token), logout, whoami, users, rids.
 //! - `classic`: the classic muduo `msgid` protocol, and chat between its clients and native ones.
@@ -8,6 +9,7 @@
 //! - `friends`: add and remove friends, presence.
 //! - `messages`: one-to-one messages, pending delivery, acks, history.
 //! - `groups`: create, join, leave, delete, members, group messages and history.
+//! - `limits`: overload protection: connection limit, request and login rate limits.
 //! - `sessions`: second login, login and idle timeouts, shutdown, restart.
 #![allow(clippy::unwrap_used)]
 
@@ -16,6 +18,10 @@ mod classic;
 mod errors;
 mod friends;
 mod groups;
+mod limits;
 mod messages;
 mod sessions;
 mod util;
+
+/// The store every test of this binary runs on.
+const STORE: util::StoreKind = util::StoreKind::Sqlite;

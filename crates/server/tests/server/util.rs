@@ -1,11 +1,16 @@
 //! Helpers shared by the integration tests: a real server on port 0 with a fresh store
 //! ([`TestServer`]) and a raw JSON-lines connection to it ([`Conn`]).
 //!
+//! The store is the binary's `crate::STORE`: a SQLite file in a temporary directory, or a
+//! schema of its own in the PostgreSQL database of `CHATD_TEST_POSTGRES_URL`, dropped when
+//! the test ends ([`PgSchema`]).
+//!
 //! Nothing here sleeps to wait for something: every wait reads from the socket until the
 //! expected frame arrives, under a generous [`WAIT`] so that a bug fails the test instead
 //! of hanging it.
 
 use std::collections::VecDeque;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -22,10 +27,23 @@ pub(crate) const WAIT: Duration = Duration::from_secs(10);
 /// The password every test user gets unless a test says otherwise.
 pub(crate) const PASSWORD: &str = "secret-pw";
 
-/// A running `chat_server::run` on 127.0.0.1:0 over a store in a temporary directory.
+/// Which store a test binary runs its tests on (each binary names one: the other
+/// variant is never built there).
+#[allow(dead_code)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreKind {
+    /// A SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh schema in the database of `CHATD_TEST_POSTGRES_URL`.
+    Postgres,
+}
+
+/// A running `chat_server::run` on 127.0.0.1:0 over a fresh store.
 pub(crate) struct TestServer {
     /// Keeps the store's directory alive across restarts.
     _dir: tempfile::TempDir,
+    /// The PostgreSQL schema, kept across restarts and dropped with the server.
+    _schema: Option<PgSchema>,
     config: chat_server::Config,
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -42,10 +60,19 @@ impl TestServer {
     pub(crate) async fn start_with(tweak: impl FnOnce(&mut chat_server::Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = chat_server::Config::for_tests(dir.path().join("chat.db"));
+        let schema = match crate::STORE {
+            StoreKind::Sqlite => None,
+            StoreKind::Postgres => {
+                let schema = PgSchema::create().await;
+                config.db = chat_server::Db::Postgres(schema.url.clone());
+                Some(schema)
+            }
+        };
         tweak(&mut config);
         let (addr, stop, task) = spawn(config.clone()).await;
         TestServer {
             _dir: dir,
+            _schema: schema,
             config,
             addr,
             stop: Some(stop),
@@ -101,6 +128,109 @@ impl TestServer {
         conn.login_name(name, PASSWORD).await;
         (conn, id)
     }
+}
+
+/// A schema of its own for one test in the database of `CHATD_TEST_POSTGRES_URL`; the
+/// server's connections use it through the `options` of [`PgSchema::url`]. Dropping it
+/// ends the server's sessions on it and drops the schema with everything in it.
+pub(crate) struct PgSchema {
+    /// The database URL as given.
+    base: String,
+    /// `t_` and 16 random hex digits.
+    name: String,
+    /// `base` with `search_path` set to the schema, and the schema as application name.
+    pub(crate) url: String,
+}
+
+impl PgSchema {
+    /// Creates the schema, or skips the test binary (or fails the test, when
+    /// `CHATD_TEST_REQUIRE_SERVICES=1`) if there is no PostgreSQL to create it in.
+    pub(crate) async fn create() -> PgSchema {
+        let base = match std::env::var("CHATD_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ => skip("CHATD_TEST_POSTGRES_URL not set"),
+        };
+        let name = format!("t_{:016x}", rand::random::<u64>());
+        if let Err(e) = pg_exec(&base, &format!("CREATE SCHEMA {name}")).await {
+            skip(&format!(
+                "PostgreSQL at CHATD_TEST_POSTGRES_URL cannot be reached: {e}"
+            ));
+        }
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{name}&application_name={name}");
+        PgSchema { base, name, url }
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (base, name) = (self.base.clone(), self.name.clone());
+        // The test's runtime may be the one being dropped: run the clean-up on a thread of
+        // its own with a runtime of its own, and wait for it.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(pg_exec(
+                &base,
+                &format!(
+                    "SET lock_timeout = '10s'; \
+                     SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE application_name = '{name}' AND pid <> pg_backend_pid(); \
+                     DROP SCHEMA {name} CASCADE"
+                ),
+            ))
+        });
+        match cleanup.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("could not drop test schema {}: {e}", self.name),
+            Err(_) => eprintln!(
+                "could not drop test schema {}: clean-up panicked",
+                self.name
+            ),
+        }
+    }
+}
+
+/// Runs `sql` (simple protocol, several statements allowed) on a new connection to `url`.
+async fn pg_exec(url: &str, sql: &str) -> Result<(), String> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e| format!("bad URL: {e}"))?;
+    config.connect_timeout(Duration::from_secs(3));
+    let (client, connection) = tokio::time::timeout(WAIT, config.connect(tokio_postgres::NoTls))
+        .await
+        .map_err(|_| "connecting timed out".to_string())?
+        .map_err(|e| match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        })?;
+    let connection = tokio::spawn(connection);
+    let result = tokio::time::timeout(WAIT, client.batch_execute(sql))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string());
+    drop(client);
+    let _ = connection.await;
+    result
+}
+
+/// A test that needs a service that is not there: fails it under
+/// `CHATD_TEST_REQUIRE_SERVICES=1` (as CI runs), or else says why on one line and ends the
+/// whole test binary successfully. (libtest cannot mark a running test skipped, and the
+/// tests shared with the SQLite binary cannot return early from here; every test of this
+/// binary needs the same service, so none of them could run.)
+fn skip(why: &str) -> ! {
+    if std::env::var("CHATD_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!("CHATD_TEST_REQUIRE_SERVICES=1 but {why}");
+    }
+    // Many tests get here at once: one says why, the others wait for the exit.
+    static SKIPPING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = SKIPPING.lock();
+    // Straight to the file descriptor: libtest captures print! in tests.
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "skipped: {why}");
+    let _ = out.flush();
+    std::process::exit(0);
 }
 
 async fn spawn(

@@ -1,0 +1,172 @@
+//! Rate limits: a token bucket per connection for requests, and one per source address
+//! for registrations and password logins (so that guessing passwords is slow).
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::time::Instant;
+
+/// How many times its allowed rate a connection may keep sending, refused, before it is
+/// closed.
+pub const HARD_MULTIPLE: f64 = 4.0;
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved up.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(rate: f64, burst: f64) -> TokenBucket {
+        TokenBucket {
+            rate,
+            burst,
+            tokens: burst,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes a token if there is one.
+    pub fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let earned = now.duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + earned).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What a connection's request limit says about one more request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Serve it.
+    Allow,
+    /// Refuse it with `rate_limited`.
+    Refuse,
+    /// The connection keeps on far past its limit: close it.
+    Close,
+}
+
+/// A connection's request limit: a soft bucket whose excess is refused, and a hard one
+/// (the same, [`HARD_MULTIPLE`] times larger) whose excess closes the connection.
+#[derive(Debug, Clone)]
+pub struct RequestLimit {
+    soft: TokenBucket,
+    hard: TokenBucket,
+}
+
+impl RequestLimit {
+    pub fn new(rate: f64, burst: f64) -> RequestLimit {
+        RequestLimit {
+            soft: TokenBucket::new(rate, burst),
+            hard: TokenBucket::new(rate * HARD_MULTIPLE, burst * HARD_MULTIPLE),
+        }
+    }
+
+    pub fn check(&mut self) -> Verdict {
+        if !self.hard.take() {
+            Verdict::Close
+        } else if self.soft.take() {
+            Verdict::Allow
+        } else {
+            Verdict::Refuse
+        }
+    }
+}
+
+/// Token buckets by source address, for registrations and password logins.
+#[derive(Debug)]
+pub struct AddressLimits {
+    rate: f64,
+    burst: f64,
+    buckets: DashMap<IpAddr, TokenBucket>,
+    /// When idle buckets were last swept out.
+    swept: Mutex<Instant>,
+}
+
+/// How often buckets of addresses gone quiet are dropped.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+impl AddressLimits {
+    pub fn new(rate: f64, burst: f64) -> AddressLimits {
+        AddressLimits {
+            rate,
+            burst,
+            buckets: DashMap::new(),
+            swept: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Takes a token for `addr`; false when it has used up its attempts for now.
+    pub fn take(&self, addr: IpAddr) -> bool {
+        self.sweep();
+        self.buckets
+            .entry(addr)
+            .or_insert_with(|| TokenBucket::new(self.rate, self.burst))
+            .take()
+    }
+
+    /// Drops the buckets that have refilled (their addresses have been quiet), so that the
+    /// map does not grow with every address ever seen.
+    fn sweep(&self) {
+        let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+        if swept.elapsed() < SWEEP_EVERY {
+            return;
+        }
+        *swept = Instant::now();
+        drop(swept);
+        let full_after = Duration::from_secs_f64(self.burst / self.rate.max(f64::MIN_POSITIVE));
+        self.buckets
+            .retain(|_, bucket| bucket.at.elapsed() < full_after);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bucket_refills_at_its_rate() {
+        let mut bucket = TokenBucket::new(10.0, 2.0);
+        assert!(bucket.take() && bucket.take());
+        assert!(!bucket.take());
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(bucket.take());
+        assert!(!bucket.take());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_limit_refuses_then_closes() {
+        let mut limit = RequestLimit::new(1.0, 2.0);
+        assert_eq!(limit.check(), Verdict::Allow);
+        assert_eq!(limit.check(), Verdict::Allow);
+        // Past the soft burst: refused, up to the hard one (4 x 2 = 8 requests in all).
+        for _ in 0..6 {
+            assert_eq!(limit.check(), Verdict::Refuse);
+        }
+        assert_eq!(limit.check(), Verdict::Close);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn addresses_are_limited_apart() {
+        let limits = AddressLimits::new(1.0, 1.0);
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let b: IpAddr = "127.0.0.3".parse().unwrap();
+        assert!(limits.take(a));
+        assert!(!limits.take(a));
+        assert!(limits.take(b));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(limits.take(a));
+    }
+}

@@ -1,0 +1,1636 @@
+//! The shared store: PostgreSQL, for one node or the several nodes of a cluster.
+//!
+//! The same design as the SQLite store, over the network. Writes go through one writer
+//! task per node on a dedicated connection: it takes whatever is queued (up to
+//! [`MAX_BATCH`] writes), runs it all in one transaction and commits once. Only after the
+//! commit does each caller get its answer and the [`CommitLog`] its [`CommitBatch`].
+//!
+//! Message ids are cluster-wide. Every transaction that writes (anything but acks) first
+//! takes a transaction-scoped advisory lock and reads `cluster_log.last_msg_id`; it gives
+//! its messages and membership changes the next ids and moves `last_msg_id` before it
+//! commits. So the ids of every node's commits are contiguous and follow commit order,
+//! and a node that sees a gap between two of its own batches knows that another node
+//! committed those ids.
+//!
+//! Reads run on a small pool. Nothing waits for PostgreSQL without a bound: connecting,
+//! each read and each batch have deadlines, and a server-side `statement_timeout` backs
+//! them, so when PostgreSQL is unreachable or stuck an operation fails with
+//! [`StoreError::Unavailable`] within seconds, and nothing is acknowledged that was not
+//! committed.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use chat_proto::types::{Msg, Role, User};
+use chat_proto::{GroupId, MsgId, UserId};
+use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row, SimpleQueryMessage, Statement};
+
+use super::{
+    Commit, CommitBatch, CommitLog, Conversation, Credentials, GroupRow, GroupWithMembers,
+    Snapshot, Store, StoreError, StoreResult,
+};
+
+/// The most writes one transaction takes.
+const MAX_BATCH: usize = 4096;
+/// How many writes may wait for the writer before callers wait too.
+const WRITE_QUEUE: usize = 16 * 1024;
+/// How many read connections a node keeps.
+const READERS: usize = 8;
+/// How long opening a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one read (a pooled connection and its queries) may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one write batch, from BEGIN to COMMIT, may take.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a caller waits for its write: the queue ahead of it, then its batch.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// PostgreSQL cancels a statement that runs longer (backs the client-side deadlines).
+const STATEMENT_TIMEOUT_MS: u64 = 5_000;
+/// PostgreSQL ends a session that sits in an open transaction longer: a node that hangs
+/// mid-batch cannot keep the message-id lock from the rest of the cluster.
+const IDLE_IN_TRANSACTION_MS: u64 = 10_000;
+/// Migrations may take longer than a statement of a running server.
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often acks noted in memory are written.
+const ACK_FLUSH_EVERY: Duration = Duration::from_millis(250);
+
+/// The versioned schema, applied in order on start.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+
+/// Serialises migrations of one schema between nodes (a session-level lock).
+const LOCK_MIGRATIONS: &str =
+    "SELECT pg_advisory_lock(hashtext('chatd.migrate'), hashtext(current_schema()))";
+const UNLOCK_MIGRATIONS: &str =
+    "SELECT pg_advisory_unlock(hashtext('chatd.migrate'), hashtext(current_schema()))";
+/// Starts a write transaction: takes the message-id lock of this schema until COMMIT and
+/// reads the last id given out. One round trip.
+const BEGIN_WRITE: &str = "BEGIN; \
+     SELECT pg_advisory_xact_lock(hashtext('chatd.msg_ids'), hashtext(current_schema())); \
+     SELECT last_msg_id FROM cluster_log WHERE id = 1";
+
+const MSG_SELECT: &str = "SELECT m.id, m.ts, m.from_user, u.name, m.text, m.to_user, m.group_id \
+                          FROM messages m JOIN users u ON u.id = m.from_user";
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The key of a one-to-one conversation.
+fn conv_key(a: UserId, b: UserId) -> i64 {
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    (lo << 32) | hi
+}
+
+fn role_of(text: &str) -> Role {
+    Role::parse(text).unwrap_or(Role::Member)
+}
+
+/// PostgreSQL's text cannot hold NUL, which JSON strings can (message texts are stored as
+/// UTF-8 bytes for that reason); a group description with one is refused alone rather
+/// than failing its whole batch.
+const NUL_IN_TEXT: StoreError = StoreError::Forbidden("text must not contain NUL characters");
+
+/// Maps a PostgreSQL error: the network and an overloaded or restarting server are
+/// `Unavailable` (try again later), anything else is `Internal`. The detail is for the log.
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> StoreError {
+        let transient = match e.code() {
+            Some(code) => {
+                let code = code.code();
+                // 08: connection exception; 53: insufficient resources; 57: operator
+                // intervention (shutdown, statement_timeout); 40: serialization failure and
+                // deadlock.
+                ["08", "53", "57", "40"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+                    || e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+            }
+            None => {
+                e.is_closed()
+                    || std::error::Error::source(&e)
+                        .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some())
+            }
+        };
+        if transient {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Internal(e.to_string())
+        }
+    }
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => e.into(),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+fn row_to_msg(row: &Row) -> StoreResult<Msg> {
+    let text: Vec<u8> = row.try_get(4)?;
+    Ok(Msg {
+        id: row.try_get(0)?,
+        ts: row.try_get(1)?,
+        from: row.try_get(2)?,
+        from_name: row.try_get(3)?,
+        text: String::from_utf8(text)
+            .map_err(|_| StoreError::Internal("a stored message text is not UTF-8".into()))?,
+        to: row.try_get(5)?,
+        group: row.try_get(6)?,
+    })
+}
+
+fn row_to_user(row: &Row) -> Result<User, tokio_postgres::Error> {
+    Ok(User {
+        id: row.try_get(0)?,
+        name: row.try_get(1)?,
+    })
+}
+
+fn row_to_group(row: &Row) -> Result<GroupRow, tokio_postgres::Error> {
+    Ok(GroupRow {
+        id: row.try_get(0)?,
+        name: row.try_get(1)?,
+        desc: row.try_get(2)?,
+    })
+}
+
+/// The connection settings of `url`, with this store's bounds added: a connect timeout,
+/// and server-side statement and idle-in-transaction timeouts (settings in the URL's own
+/// `options` come after ours, so they win).
+fn pg_config(url: &str) -> StoreResult<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| StoreError::Internal(format!("bad PostgreSQL URL: {e}")))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("chatd");
+    }
+    let ours = format!(
+        "-c statement_timeout={STATEMENT_TIMEOUT_MS} \
+         -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
+    );
+    let options = match config.get_options() {
+        Some(theirs) => format!("{ours} {theirs}"),
+        None => ours,
+    };
+    config.options(&options);
+    config.keepalives_idle(Duration::from_secs(10));
+    Ok(config)
+}
+
+/// Opens one connection and runs its I/O on its own task.
+async fn connect(config: &tokio_postgres::Config) -> StoreResult<Client> {
+    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
+        .await
+        .map_err(|_| StoreError::Unavailable("connecting to PostgreSQL timed out".into()))??;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "store: a PostgreSQL connection failed");
+        }
+    });
+    Ok(client)
+}
+
+/// Runs `work` under `limit`; past it, `Unavailable` with `what` timed out.
+async fn timed<T>(
+    limit: Duration,
+    what: &str,
+    work: impl Future<Output = StoreResult<T>>,
+) -> StoreResult<T> {
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| StoreError::Unavailable(format!("{what} timed out")))?
+}
+
+/// Applies the migrations not applied yet, under a session advisory lock so that nodes
+/// starting at once apply each exactly once; each migration in its own transaction.
+async fn migrate(config: &tokio_postgres::Config) -> StoreResult<()> {
+    let mut client = connect(config).await?;
+    timed(MIGRATION_TIMEOUT, "migrating the schema", async {
+        client
+            .batch_execute("SET statement_timeout = '60s'")
+            .await?;
+        let schema: Option<String> = client
+            .query_one("SELECT current_schema()", &[])
+            .await?
+            .try_get(0)?;
+        if schema.is_none() {
+            return Err(StoreError::Internal(
+                "no schema to create tables in: check search_path".into(),
+            ));
+        }
+        client.execute(LOCK_MIGRATIONS, &[]).await?;
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations \
+                 (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
+            )
+            .await?;
+        for (version, sql) in MIGRATIONS {
+            let tx = client.transaction().await?;
+            let applied: bool = tx
+                .query_one(
+                    "SELECT EXISTS(SELECT 1 FROM schema_migrations WHERE version = $1)",
+                    &[version],
+                )
+                .await?
+                .try_get(0)?;
+            if !applied {
+                tx.batch_execute(sql).await?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, applied_ms) VALUES ($1, $2)",
+                    &[version, &now_ms()],
+                )
+                .await?;
+                tracing::info!(version, "applied migration");
+            }
+            tx.commit().await?;
+        }
+        client.execute(UNLOCK_MIGRATIONS, &[]).await?;
+        Ok(())
+    })
+    .await
+    // On an error the connection closes here, which releases the lock.
+}
+
+type Reply<T> = oneshot::Sender<StoreResult<T>>;
+
+/// One queued write.
+enum Write {
+    CreateUser {
+        name: String,
+        hash: String,
+        reply: Reply<User>,
+    },
+    CreateToken {
+        user: UserId,
+        hash: Vec<u8>,
+        expires_ms: i64,
+        reply: Reply<()>,
+    },
+    DeleteToken {
+        hash: Vec<u8>,
+        reply: Reply<()>,
+    },
+    AddFriend {
+        user: UserId,
+        friend: UserId,
+        reply: Reply<User>,
+    },
+    RemoveFriend {
+        user: UserId,
+        friend: UserId,
+        reply: Reply<()>,
+    },
+    CreateGroup {
+        creator: UserId,
+        name: String,
+        desc: String,
+        reply: Reply<GroupRow>,
+    },
+    JoinGroup {
+        group: GroupId,
+        user: UserId,
+        reply: Reply<GroupRow>,
+    },
+    LeaveGroup {
+        group: GroupId,
+        user: UserId,
+        reply: Reply<()>,
+    },
+    DeleteGroup {
+        group: GroupId,
+        user: UserId,
+        reply: Reply<Vec<UserId>>,
+    },
+    Send {
+        from: User,
+        to: UserId,
+        text: String,
+        reply: Reply<Arc<Msg>>,
+    },
+    GroupSend {
+        from: User,
+        group: GroupId,
+        text: String,
+        reply: Reply<Arc<Msg>>,
+    },
+    /// Write the acks noted since the last flush.
+    FlushAcks,
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Answers a caller once the batch's fate is known.
+type Finisher = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+fn finisher<T: Send + 'static>(reply: Reply<T>, result: StoreResult<T>) -> Finisher {
+    Box::new(move |commit_error| {
+        let _ = reply.send(match commit_error {
+            None => result,
+            Some(e) => Err(e.clone()),
+        });
+    })
+}
+
+/// Answers a write that did not run because its batch failed first.
+fn fail(write: Write, error: &StoreError) {
+    fn refuse<T>(reply: Reply<T>, error: &StoreError) {
+        let _ = reply.send(Err(error.clone()));
+    }
+    match write {
+        Write::CreateUser { reply, .. } | Write::AddFriend { reply, .. } => refuse(reply, error),
+        Write::CreateToken { reply, .. }
+        | Write::DeleteToken { reply, .. }
+        | Write::RemoveFriend { reply, .. }
+        | Write::LeaveGroup { reply, .. } => refuse(reply, error),
+        Write::CreateGroup { reply, .. } | Write::JoinGroup { reply, .. } => refuse(reply, error),
+        Write::DeleteGroup { reply, .. } => refuse(reply, error),
+        Write::Send { reply, .. } | Write::GroupSend { reply, .. } => refuse(reply, error),
+        Write::FlushAcks => {}
+        Write::Close { reply } => drop(reply.send(())),
+    }
+}
+
+/// Acks noted in memory until the writer writes them: the newest cursor per user.
+///
+/// Acks are many and need not be durable at once: an ack lost in a crash only means the
+/// message is delivered again (clients drop a message id they have), never that one is
+/// lost. Writing them in bulk, one row per user per interval, keeps them off the writer.
+#[derive(Debug, Default)]
+struct PendingAcks {
+    cursors: Mutex<HashMap<UserId, MsgId>>,
+}
+
+impl PendingAcks {
+    fn note(&self, user: UserId, up_to: MsgId) {
+        let mut cursors = self.cursors.lock().unwrap_or_else(|e| e.into_inner());
+        let cursor = cursors.entry(user).or_insert(up_to);
+        *cursor = (*cursor).max(up_to);
+    }
+
+    fn get(&self, user: UserId) -> Option<MsgId> {
+        let cursors = self.cursors.lock().unwrap_or_else(|e| e.into_inner());
+        cursors.get(&user).copied()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.cursors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    fn take(&self) -> HashMap<UserId, MsgId> {
+        std::mem::take(&mut *self.cursors.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts back acks whose write failed, keeping any newer ones noted since.
+    fn restore(&self, acks: HashMap<UserId, MsgId>) {
+        for (user, up_to) in acks {
+            self.note(user, up_to);
+        }
+    }
+}
+
+/// Asks the writer to write the noted acks every [`ACK_FLUSH_EVERY`], until the store is
+/// dropped or closed.
+async fn flush_acks(writes: mpsc::WeakSender<Write>, acks: Arc<PendingAcks>) {
+    let mut tick = tokio::time::interval(ACK_FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(writes) = writes.upgrade() else {
+            return;
+        };
+        if writes.is_closed() {
+            return;
+        }
+        if !acks.is_empty() {
+            // A full queue means a batch is coming anyway; it need not carry the flush.
+            let _ = writes.try_send(Write::FlushAcks);
+        }
+    }
+}
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    writes: mpsc::Sender<Write>,
+    /// Acks not yet written; the writer folds them in every [`ACK_FLUSH_EVERY`].
+    acks: Arc<PendingAcks>,
+    reads: Pool,
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (a `postgres://` URL; `options=-c search_path=...`
+    /// picks a schema), applies the migrations it lacks, and starts the writer task.
+    /// Returns the store and its commit log.
+    pub async fn open(url: &str) -> StoreResult<(PgStore, CommitLog)> {
+        let config = pg_config(url)?;
+        migrate(&config).await?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let reads = Pool::builder(manager)
+            .max_size(READERS)
+            .wait_timeout(Some(READ_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
+        let (commit_tx, commit_rx) = mpsc::channel(WRITE_QUEUE);
+        let acks = Arc::new(PendingAcks::default());
+        let writer = Writer {
+            config,
+            conn: None,
+            last_ts: 0,
+            known_users: HashSet::new(),
+            commits: commit_tx,
+            acks: acks.clone(),
+        };
+        tokio::spawn(writer.run(write_rx));
+        tokio::spawn(flush_acks(write_tx.downgrade(), acks.clone()));
+        Ok((
+            PgStore {
+                writes: write_tx,
+                acks,
+                reads,
+            },
+            commit_rx,
+        ))
+    }
+
+    async fn write<T>(&self, make: impl FnOnce(Reply<T>) -> Write) -> StoreResult<T> {
+        let (tx, rx) = oneshot::channel();
+        timed(WRITE_TIMEOUT, "a write to PostgreSQL", async {
+            self.writes
+                .send(make(tx))
+                .await
+                .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+            rx.await
+                .map_err(|_| StoreError::Unavailable("the write was not committed".into()))?
+        })
+        .await
+    }
+
+    /// Runs `f` on a pooled connection, all of it under [`READ_TIMEOUT`].
+    async fn read<T, F, Fut>(&self, f: F) -> StoreResult<T>
+    where
+        F: FnOnce(deadpool_postgres::Object) -> Fut,
+        Fut: Future<Output = StoreResult<T>>,
+    {
+        timed(READ_TIMEOUT, "a read from PostgreSQL", async {
+            let client = self.reads.get().await.map_err(pool_error)?;
+            f(client).await
+        })
+        .await
+    }
+}
+
+/// Runs a cached statement on a pooled connection.
+async fn rows(
+    c: &ClientWrapper,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> StoreResult<Vec<Row>> {
+    let stmt = c.prepare_cached(sql).await?;
+    Ok(c.query(&stmt, params).await?)
+}
+
+/// Runs a cached statement that returns at most one row.
+async fn opt_row(
+    c: &ClientWrapper,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> StoreResult<Option<Row>> {
+    let stmt = c.prepare_cached(sql).await?;
+    Ok(c.query_opt(&stmt, params).await?)
+}
+
+async fn exists(c: &ClientWrapper, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<bool> {
+    Ok(opt_row(c, sql, params).await?.is_some())
+}
+
+async fn credentials(
+    c: &ClientWrapper,
+    sql: &str,
+    key: &(dyn ToSql + Sync),
+) -> StoreResult<Option<Credentials>> {
+    let Some(row) = opt_row(c, sql, &[key]).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Credentials {
+        user: row_to_user(&row)?,
+        password_hash: row.try_get(2)?,
+    }))
+}
+
+async fn friends_of(c: &ClientWrapper, user: UserId) -> StoreResult<Vec<User>> {
+    let rows = rows(
+        c,
+        "SELECT u.id, u.name FROM friends f JOIN users u ON u.id = f.friend_id \
+         WHERE f.user_id = $1 ORDER BY u.id",
+        &[&user],
+    )
+    .await?;
+    Ok(rows.iter().map(row_to_user).collect::<Result<_, _>>()?)
+}
+
+async fn cursor_of(c: &ClientWrapper, user: UserId) -> StoreResult<MsgId> {
+    let row = opt_row(
+        c,
+        "SELECT cursor FROM ack_cursors WHERE user_id = $1",
+        &[&user],
+    )
+    .await?;
+    Ok(match row {
+        Some(row) => row.try_get(0)?,
+        None => 0,
+    })
+}
+
+/// Members with their roles: the creator first, then by id.
+async fn members_with_roles(c: &ClientWrapper, group: GroupId) -> StoreResult<Vec<(User, Role)>> {
+    let rows = rows(
+        c,
+        "SELECT u.id, u.name, gm.role FROM group_members gm JOIN users u ON u.id = gm.user_id \
+         WHERE gm.group_id = $1 ORDER BY gm.role = 'member', u.id",
+        &[&group],
+    )
+    .await?;
+    rows.iter()
+        .map(|r| -> StoreResult<(User, Role)> {
+            let role: String = r.try_get(2)?;
+            Ok((row_to_user(r)?, role_of(&role)))
+        })
+        .collect()
+}
+
+/// The user's groups with every member, in two queries.
+async fn groups_of(c: &ClientWrapper, user: UserId) -> StoreResult<Vec<GroupWithMembers>> {
+    let mine = rows(
+        c,
+        "SELECT g.id, g.name, g.description, gm.role FROM group_members gm \
+         JOIN chat_groups g ON g.id = gm.group_id WHERE gm.user_id = $1 ORDER BY g.id",
+        &[&user],
+    )
+    .await?;
+    if mine.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut groups = Vec::with_capacity(mine.len());
+    for row in &mine {
+        let role: String = row.try_get(3)?;
+        groups.push(GroupWithMembers {
+            group: row_to_group(row)?,
+            role: role_of(&role),
+            members: Vec::new(),
+        });
+    }
+    let ids: Vec<GroupId> = groups.iter().map(|g| g.group.id).collect();
+    let members = rows(
+        c,
+        "SELECT gm.group_id, u.id, u.name, gm.role FROM group_members gm \
+         JOIN users u ON u.id = gm.user_id WHERE gm.group_id = ANY($1) \
+         ORDER BY gm.group_id, gm.role = 'member', u.id",
+        &[&ids],
+    )
+    .await?;
+    let mut by_group: HashMap<GroupId, Vec<(User, Role)>> = HashMap::new();
+    for row in &members {
+        let group: GroupId = row.try_get(0)?;
+        let role: String = row.try_get(3)?;
+        let member = User {
+            id: row.try_get(1)?,
+            name: row.try_get(2)?,
+        };
+        by_group
+            .entry(group)
+            .or_default()
+            .push((member, role_of(&role)));
+    }
+    for group in &mut groups {
+        group.members = by_group.remove(&group.group.id).unwrap_or_default();
+    }
+    Ok(groups)
+}
+
+/// Messages pending for `user` above `after`: one-to-one ones, and those of each of its
+/// groups above both `after` and the id at which it joined, not its own; oldest first.
+const PENDING: &str =
+    "SELECT m.id, m.ts, m.from_user, u.name, m.text, m.to_user, m.group_id FROM (\
+       (SELECT id, ts, from_user, text, to_user, group_id FROM messages \
+        WHERE to_user = $1 AND id > $2 ORDER BY id LIMIT $3) \
+     UNION ALL \
+       (SELECT g.id, g.ts, g.from_user, g.text, g.to_user, g.group_id FROM group_members gm \
+        CROSS JOIN LATERAL (SELECT id, ts, from_user, text, to_user, group_id FROM messages \
+          WHERE group_id = gm.group_id AND id > GREATEST($2, gm.joined_after) \
+          AND from_user <> $1 ORDER BY id LIMIT $3) g \
+        WHERE gm.user_id = $1) \
+     ) m JOIN users u ON u.id = m.from_user ORDER BY m.id LIMIT $3";
+
+/// The writer's connection and its prepared statements.
+struct WriterConn {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+/// What one batch has done so far.
+#[derive(Default)]
+struct Batch {
+    finishers: Vec<Finisher>,
+    commits: Vec<Commit>,
+    /// Messages given ids, inserted together before COMMIT.
+    messages: Vec<Arc<Msg>>,
+    /// The last message id before this batch, read under the lock.
+    after: MsgId,
+    /// The last id given out so far (`after` while none).
+    last: MsgId,
+    /// Memberships looked up in this batch; forgotten when one changes.
+    members: HashMap<(GroupId, UserId), bool>,
+}
+
+impl Batch {
+    /// Takes the next message id: for a message, or for a membership change (which has
+    /// an id of its own in the log, with no message under it).
+    fn next_id(&mut self) -> MsgId {
+        self.last += 1;
+        self.last
+    }
+}
+
+/// Runs a multi-statement write inside a savepoint, so that it applies whole or not at
+/// all and its failure leaves the rest of the batch going. The savepoint commands
+/// failing means the transaction is lost: that returns from the enclosing function.
+macro_rules! savepoint {
+    ($writer:expr, $op:expr) => {{
+        $writer.simple("SAVEPOINT op").await?;
+        let result = $op.await;
+        $writer
+            .simple(if result.is_ok() {
+                "RELEASE SAVEPOINT op"
+            } else {
+                "ROLLBACK TO SAVEPOINT op; RELEASE SAVEPOINT op"
+            })
+            .await?;
+        result
+    }};
+}
+
+/// The writer task's state.
+struct Writer {
+    config: tokio_postgres::Config,
+    /// `None` until connected, and again after a failure left it in doubt.
+    conn: Option<WriterConn>,
+    last_ts: i64,
+    /// Users known to exist (users are never deleted), to skip a lookup per message.
+    known_users: HashSet<UserId>,
+    commits: mpsc::Sender<CommitBatch>,
+    acks: Arc<PendingAcks>,
+}
+
+impl Writer {
+    async fn run(mut self, mut queue: mpsc::Receiver<Write>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            if let Some(reply) = self.apply(&mut batch).await {
+                let _ = reply.send(());
+                return;
+            }
+        }
+    }
+
+    /// Runs one batch in one transaction. Returns the close request, if the batch had one.
+    async fn apply(&mut self, batch: &mut Vec<Write>) -> Option<oneshot::Sender<()>> {
+        let mut ops = VecDeque::with_capacity(batch.len());
+        let mut close = None;
+        let mut flush_acks = false;
+        for write in batch.drain(..) {
+            match write {
+                Write::FlushAcks => flush_acks = true,
+                Write::Close { reply } => {
+                    flush_acks = true;
+                    close = Some(reply);
+                }
+                other => ops.push_back(other),
+            }
+        }
+        let acks = if flush_acks {
+            self.acks.take()
+        } else {
+            HashMap::new()
+        };
+        if ops.is_empty() && acks.is_empty() {
+            return close;
+        }
+        let mut done = Batch::default();
+        let outcome = timed(
+            BATCH_TIMEOUT,
+            "a write batch",
+            self.transact(&mut ops, &acks, &mut done),
+        )
+        .await;
+        match outcome {
+            Ok(()) => {
+                // Announce before answering, so that a message is on its way to its
+                // recipients no later than its sender hears it is stored.
+                if !done.commits.is_empty() {
+                    let batch = CommitBatch {
+                        after: done.after,
+                        last: done.last,
+                        commits: done.commits,
+                    };
+                    let _ = self.commits.send(batch).await;
+                }
+                for finish in done.finishers {
+                    finish(None);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store: a write batch failed");
+                // A statement may be in flight: drop the connection, and with it the
+                // transaction (the server rolls it back); the next batch reconnects.
+                self.conn = None;
+                self.acks.restore(acks);
+                self.known_users.clear();
+                for finish in done.finishers {
+                    finish(Some(&e));
+                }
+                for write in ops {
+                    fail(write, &e);
+                }
+            }
+        }
+        close
+    }
+
+    /// BEGIN, every write, the messages, the acks, COMMIT. An error here fails the whole
+    /// batch; an op's own failure (a savepoint rolled back) does not.
+    async fn transact(
+        &mut self,
+        ops: &mut VecDeque<Write>,
+        acks: &HashMap<UserId, MsgId>,
+        done: &mut Batch,
+    ) -> StoreResult<()> {
+        if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let client = connect(&self.config).await?;
+            self.conn = Some(WriterConn {
+                client,
+                statements: HashMap::new(),
+            });
+        }
+        if ops.is_empty() {
+            self.simple("BEGIN").await?;
+        } else {
+            done.after = self.begin_write().await?;
+            done.last = done.after;
+        }
+        while let Some(write) = ops.pop_front() {
+            self.apply_one(write, done).await?;
+        }
+        if !done.messages.is_empty() {
+            self.insert_messages(&done.messages).await?;
+        }
+        if done.last != done.after {
+            self.execute(
+                "UPDATE cluster_log SET last_msg_id = $1 WHERE id = 1",
+                &[&done.last],
+            )
+            .await?;
+        }
+        if !acks.is_empty() {
+            // Sorted, so that two nodes flushing at once lock rows in the same order.
+            let mut rows: Vec<(UserId, MsgId)> = acks.iter().map(|(u, c)| (*u, *c)).collect();
+            rows.sort_unstable();
+            let (users, cursors): (Vec<UserId>, Vec<MsgId>) = rows.into_iter().unzip();
+            let written: StoreResult<()> = savepoint!(
+                self,
+                self.execute(
+                    "INSERT INTO ack_cursors (user_id, cursor) \
+                     SELECT * FROM unnest($1::bigint[], $2::bigint[]) \
+                     ON CONFLICT (user_id) DO UPDATE \
+                     SET cursor = GREATEST(ack_cursors.cursor, excluded.cursor)",
+                    &[&users, &cursors],
+                )
+            )
+            .map(|_| ());
+            if let Err(e) = written {
+                tracing::error!(error = %e, users = users.len(), "store: cannot move ack cursors");
+            }
+        }
+        self.simple("COMMIT").await
+    }
+
+    fn conn(&mut self) -> StoreResult<&mut WriterConn> {
+        self.conn
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("no connection to PostgreSQL".into()))
+    }
+
+    /// Runs commands with the simple protocol.
+    async fn simple(&mut self, sql: &str) -> StoreResult<()> {
+        Ok(self.conn()?.client.batch_execute(sql).await?)
+    }
+
+    async fn statement(&mut self, sql: &'static str) -> StoreResult<Statement> {
+        let conn = self.conn()?;
+        if let Some(stmt) = conn.statements.get(sql) {
+            return Ok(stmt.clone());
+        }
+        let stmt = conn.client.prepare(sql).await?;
+        conn.statements.insert(sql, stmt.clone());
+        Ok(stmt)
+    }
+
+    async fn query(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> StoreResult<Vec<Row>> {
+        let stmt = self.statement(sql).await?;
+        Ok(self.conn()?.client.query(&stmt, params).await?)
+    }
+
+    async fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> StoreResult<Option<Row>> {
+        let stmt = self.statement(sql).await?;
+        Ok(self.conn()?.client.query_opt(&stmt, params).await?)
+    }
+
+    async fn execute(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> StoreResult<u64> {
+        let stmt = self.statement(sql).await?;
+        Ok(self.conn()?.client.execute(&stmt, params).await?)
+    }
+
+    /// BEGIN, the message-id lock, and the last id given out, in one round trip.
+    async fn begin_write(&mut self) -> StoreResult<MsgId> {
+        let replies = self.conn()?.client.simple_query(BEGIN_WRITE).await?;
+        // The last row is cluster_log's (the lock's row holds an empty void).
+        let last = replies.iter().rev().find_map(|reply| match reply {
+            SimpleQueryMessage::Row(row) => row.try_get(0).ok().flatten(),
+            _ => None,
+        });
+        last.and_then(|text| text.parse().ok())
+            .ok_or_else(|| StoreError::Internal("cluster_log has no last message id".into()))
+    }
+
+    async fn insert_messages(&mut self, msgs: &[Arc<Msg>]) -> StoreResult<()> {
+        let n = msgs.len();
+        let (mut ids, mut ts, mut from) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut to, mut group, mut conv, mut text) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for m in msgs {
+            ids.push(m.id);
+            ts.push(m.ts);
+            from.push(m.from);
+            to.push(m.to);
+            group.push(m.group);
+            conv.push(m.to.map(|to| conv_key(m.from, to)));
+            text.push(m.text.as_bytes());
+        }
+        self.execute(
+            "INSERT INTO messages (id, ts, from_user, to_user, group_id, conv, text) \
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], \
+             $5::bigint[], $6::bigint[], $7::bytea[])",
+            &[&ids, &ts, &from, &to, &group, &conv, &text],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Applies one write, pushing its answer. An error return fails the whole batch.
+    async fn apply_one(&mut self, write: Write, done: &mut Batch) -> StoreResult<()> {
+        match write {
+            Write::CreateUser { name, hash, reply } => {
+                let result = savepoint!(self, self.create_user(&name, &hash));
+                done.finishers.push(finisher(reply, result));
+            }
+            Write::CreateToken {
+                user,
+                hash,
+                expires_ms,
+                reply,
+            } => {
+                let result = savepoint!(
+                    self,
+                    self.execute(
+                        "INSERT INTO tokens (hash, user_id, expires_ms) VALUES ($1, $2, $3)",
+                        &[&hash, &user, &expires_ms],
+                    )
+                )
+                .map(|_| ());
+                done.finishers.push(finisher(reply, result));
+            }
+            Write::DeleteToken { hash, reply } => {
+                let result = savepoint!(
+                    self,
+                    self.execute("DELETE FROM tokens WHERE hash = $1", &[&hash])
+                )
+                .map(|_| ());
+                done.finishers.push(finisher(reply, result));
+            }
+            Write::AddFriend {
+                user,
+                friend,
+                reply,
+            } => {
+                let result = savepoint!(self, self.add_friend(user, friend));
+                done.finishers.push(finisher(reply, result));
+            }
+            Write::RemoveFriend {
+                user,
+                friend,
+                reply,
+            } => {
+                let result = savepoint!(self, self.remove_friend(user, friend));
+                done.finishers.push(finisher(reply, result));
+            }
+            Write::CreateGroup {
+                creator,
+                name,
+                desc,
+                reply,
+            } => {
+                let result = savepoint!(self, self.create_group(creator, &name, &desc, done.last));
+                if let Ok(group) = &result {
+                    done.members.clear();
+                    let at = done.next_id();
+                    done.commits.push(Commit::Joined {
+                        group: group.id,
+                        user: creator,
+                        at,
+                    });
+                }
+                done.finishers.push(finisher(reply, result));
+            }
+            Write::JoinGroup { group, user, reply } => {
+                let result = savepoint!(self, self.join_group(group, user, done.last));
+                if result.is_ok() {
+                    done.members.clear();
+                    let at = done.next_id();
+                    done.commits.push(Commit::Joined { group, user, at });
+                }
+                done.finishers.push(finisher(reply, result));
+            }
+            Write::LeaveGroup { group, user, reply } => {
+                let result = savepoint!(self, self.leave_group(group, user));
+                if result.is_ok() {
+                    done.members.clear();
+                    let at = done.next_id();
+                    done.commits.push(Commit::Left { group, user, at });
+                }
+                done.finishers.push(finisher(reply, result));
+            }
+            Write::DeleteGroup { group, user, reply } => {
+                let result = savepoint!(self, self.delete_group(group, user));
+                if result.is_ok() {
+                    done.members.clear();
+                    let at = done.next_id();
+                    done.commits.push(Commit::GroupDeleted { group, at });
+                }
+                done.finishers.push(finisher(reply, result));
+            }
+            // Messages need no savepoint: their checks only read, and the rows are
+            // inserted together at the end of the batch.
+            Write::Send {
+                from,
+                to,
+                text,
+                reply,
+            } => {
+                let result = if !self.user_exists(to).await? {
+                    Err(StoreError::NotFound("no such user"))
+                } else {
+                    Ok(self.stamp(done, from, Some(to), None, text))
+                };
+                done.finishers.push(finisher(reply, result));
+            }
+            Write::GroupSend {
+                from,
+                group,
+                text,
+                reply,
+            } => {
+                let member = match done.members.get(&(group, from.id)) {
+                    Some(member) => *member,
+                    None => {
+                        let member = self.role(group, from.id).await?.is_some();
+                        done.members.insert((group, from.id), member);
+                        member
+                    }
+                };
+                let result = if !member {
+                    Err(match self.group_row(group).await? {
+                        None => StoreError::NotFound("no such group"),
+                        Some(_) => StoreError::Forbidden("not a member of that group"),
+                    })
+                } else {
+                    Ok(self.stamp(done, from, None, Some(group), text))
+                };
+                done.finishers.push(finisher(reply, result));
+            }
+            Write::FlushAcks | Write::Close { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Gives a message the next id and a timestamp, and queues its row and its commit.
+    fn stamp(
+        &mut self,
+        done: &mut Batch,
+        from: User,
+        to: Option<UserId>,
+        group: Option<GroupId>,
+        text: String,
+    ) -> Arc<Msg> {
+        let id = done.next_id();
+        self.last_ts = self.last_ts.max(now_ms());
+        let msg = Arc::new(Msg {
+            id,
+            ts: self.last_ts,
+            from: from.id,
+            from_name: from.name,
+            text,
+            to,
+            group,
+        });
+        done.messages.push(msg.clone());
+        done.commits.push(Commit::Msg(msg.clone()));
+        msg
+    }
+
+    async fn user_exists(&mut self, id: UserId) -> StoreResult<bool> {
+        if self.known_users.contains(&id) {
+            return Ok(true);
+        }
+        let exists = self
+            .query_opt("SELECT 1 FROM users WHERE id = $1", &[&id])
+            .await?
+            .is_some();
+        if exists {
+            self.known_users.insert(id);
+        }
+        Ok(exists)
+    }
+
+    async fn create_user(&mut self, name: &str, hash: &str) -> StoreResult<User> {
+        let row = self
+            .query_opt(
+                "INSERT INTO users (name, password_hash, created_ms) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO NOTHING RETURNING id",
+                &[&name, &hash, &now_ms()],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::Conflict("that name is taken"));
+        };
+        let id: UserId = row.try_get(0)?;
+        self.known_users.insert(id);
+        Ok(User {
+            id,
+            name: name.to_string(),
+        })
+    }
+
+    async fn add_friend(&mut self, user: UserId, friend: UserId) -> StoreResult<User> {
+        let other = self
+            .query_opt("SELECT name FROM users WHERE id = $1", &[&friend])
+            .await?;
+        let Some(other) = other else {
+            return Err(StoreError::NotFound("no such user"));
+        };
+        let name: String = other.try_get(0)?;
+        // Both rows in id order, so that two nodes befriending the same pair at once
+        // lock them in the same order.
+        let (lo, hi) = if user < friend {
+            (user, friend)
+        } else {
+            (friend, user)
+        };
+        let inserted = self
+            .execute(
+                "INSERT INTO friends (user_id, friend_id, created_ms) VALUES ($1, $2, $3), \
+                 ($2, $1, $3) ON CONFLICT DO NOTHING",
+                &[&lo, &hi, &now_ms()],
+            )
+            .await?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict("already friends"));
+        }
+        Ok(User { id: friend, name })
+    }
+
+    async fn remove_friend(&mut self, user: UserId, friend: UserId) -> StoreResult<()> {
+        let removed = self
+            .execute(
+                "DELETE FROM friends WHERE (user_id = $1 AND friend_id = $2) \
+                 OR (user_id = $2 AND friend_id = $1)",
+                &[&user, &friend],
+            )
+            .await?;
+        if removed == 0 {
+            return Err(StoreError::NotFound("not a friend"));
+        }
+        Ok(())
+    }
+
+    async fn create_group(
+        &mut self,
+        creator: UserId,
+        name: &str,
+        desc: &str,
+        joined_after: MsgId,
+    ) -> StoreResult<GroupRow> {
+        if name.contains('\0') || desc.contains('\0') {
+            return Err(NUL_IN_TEXT);
+        }
+        let row = self
+            .query_opt(
+                "INSERT INTO chat_groups (name, description, creator, created_ms) \
+                 VALUES ($1, $2, $3, $4) RETURNING id",
+                &[&name, &desc, &creator, &now_ms()],
+            )
+            .await?
+            .ok_or_else(|| StoreError::Internal("INSERT returned no id".into()))?;
+        let id: GroupId = row.try_get(0)?;
+        self.execute(
+            "INSERT INTO group_members (group_id, user_id, role, joined_after) \
+             VALUES ($1, $2, 'creator', $3)",
+            &[&id, &creator, &joined_after],
+        )
+        .await?;
+        Ok(GroupRow {
+            id,
+            name: name.to_string(),
+            desc: desc.to_string(),
+        })
+    }
+
+    async fn group_row(&mut self, group: GroupId) -> StoreResult<Option<GroupRow>> {
+        let row = self
+            .query_opt(
+                "SELECT id, name, description FROM chat_groups WHERE id = $1",
+                &[&group],
+            )
+            .await?;
+        Ok(row.as_ref().map(row_to_group).transpose()?)
+    }
+
+    async fn role(&mut self, group: GroupId, user: UserId) -> StoreResult<Option<Role>> {
+        let row = self
+            .query_opt(
+                "SELECT role FROM group_members WHERE group_id = $1 AND user_id = $2",
+                &[&group, &user],
+            )
+            .await?;
+        match row {
+            Some(row) => {
+                let role: String = row.try_get(0)?;
+                Ok(Some(role_of(&role)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn join_group(
+        &mut self,
+        group: GroupId,
+        user: UserId,
+        joined_after: MsgId,
+    ) -> StoreResult<GroupRow> {
+        let row = self
+            .group_row(group)
+            .await?
+            .ok_or(StoreError::NotFound("no such group"))?;
+        let inserted = self
+            .execute(
+                "INSERT INTO group_members (group_id, user_id, role, joined_after) \
+                 VALUES ($1, $2, 'member', $3) ON CONFLICT DO NOTHING",
+                &[&group, &user, &joined_after],
+            )
+            .await?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict("already a member"));
+        }
+        Ok(row)
+    }
+
+    async fn leave_group(&mut self, group: GroupId, user: UserId) -> StoreResult<()> {
+        if self.group_row(group).await?.is_none() {
+            return Err(StoreError::NotFound("no such group"));
+        }
+        match self.role(group, user).await? {
+            None => Err(StoreError::Forbidden("not a member of that group")),
+            Some(Role::Creator) => Err(StoreError::Forbidden(
+                "the creator cannot leave a group; delete it instead",
+            )),
+            Some(Role::Member) => {
+                self.execute(
+                    "DELETE FROM group_members WHERE group_id = $1 AND user_id = $2",
+                    &[&group, &user],
+                )
+                .await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn delete_group(&mut self, group: GroupId, user: UserId) -> StoreResult<Vec<UserId>> {
+        if self.group_row(group).await?.is_none() {
+            return Err(StoreError::NotFound("no such group"));
+        }
+        if self.role(group, user).await? != Some(Role::Creator) {
+            return Err(StoreError::Forbidden("only the creator may delete a group"));
+        }
+        let members = self
+            .query(
+                "DELETE FROM group_members WHERE group_id = $1 RETURNING user_id",
+                &[&group],
+            )
+            .await?;
+        let mut members = members
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<Vec<UserId>, _>>()?;
+        members.sort_unstable();
+        self.execute("DELETE FROM chat_groups WHERE id = $1", &[&group])
+            .await?;
+        Ok(members)
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_user(&self, name: &str, password_hash: &str) -> StoreResult<User> {
+        let (name, hash) = (name.to_string(), password_hash.to_string());
+        self.write(|reply| Write::CreateUser { name, hash, reply })
+            .await
+    }
+
+    async fn credentials_by_name(&self, name: &str) -> StoreResult<Option<Credentials>> {
+        let name = name.to_string();
+        self.read(|c| async move {
+            credentials(
+                &c,
+                "SELECT id, name, password_hash FROM users WHERE name = $1",
+                &name,
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn credentials_by_id(&self, id: UserId) -> StoreResult<Option<Credentials>> {
+        self.read(|c| async move {
+            credentials(
+                &c,
+                "SELECT id, name, password_hash FROM users WHERE id = $1",
+                &id,
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
+        self.read(|c| async move {
+            let row = opt_row(&c, "SELECT id, name FROM users WHERE id = $1", &[&id]).await?;
+            Ok(row.as_ref().map(row_to_user).transpose()?)
+        })
+        .await
+    }
+
+    async fn create_token(
+        &self,
+        user: UserId,
+        token_hash: &[u8],
+        expires_ms: i64,
+    ) -> StoreResult<()> {
+        let hash = token_hash.to_vec();
+        self.write(|reply| Write::CreateToken {
+            user,
+            hash,
+            expires_ms,
+            reply,
+        })
+        .await
+    }
+
+    async fn token_user(&self, token_hash: &[u8], now_ms: i64) -> StoreResult<Option<User>> {
+        let hash = token_hash.to_vec();
+        self.read(|c| async move {
+            let row = opt_row(
+                &c,
+                "SELECT u.id, u.name FROM tokens t JOIN users u ON u.id = t.user_id \
+                 WHERE t.hash = $1 AND t.expires_ms > $2",
+                &[&hash, &now_ms],
+            )
+            .await?;
+            Ok(row.as_ref().map(row_to_user).transpose()?)
+        })
+        .await
+    }
+
+    async fn delete_token(&self, token_hash: &[u8]) -> StoreResult<()> {
+        let hash = token_hash.to_vec();
+        self.write(|reply| Write::DeleteToken { hash, reply }).await
+    }
+
+    async fn add_friend(&self, user: UserId, friend: UserId) -> StoreResult<User> {
+        self.write(|reply| Write::AddFriend {
+            user,
+            friend,
+            reply,
+        })
+        .await
+    }
+
+    async fn remove_friend(&self, user: UserId, friend: UserId) -> StoreResult<()> {
+        self.write(|reply| Write::RemoveFriend {
+            user,
+            friend,
+            reply,
+        })
+        .await
+    }
+
+    async fn friend_ids(&self, user: UserId) -> StoreResult<Vec<UserId>> {
+        self.read(|c| async move {
+            let rows = rows(
+                &c,
+                "SELECT friend_id FROM friends WHERE user_id = $1 ORDER BY friend_id",
+                &[&user],
+            )
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn friends(&self, user: UserId) -> StoreResult<Vec<User>> {
+        self.read(|c| async move { friends_of(&c, user).await })
+            .await
+    }
+
+    async fn create_group(&self, creator: UserId, name: &str, desc: &str) -> StoreResult<GroupRow> {
+        let (name, desc) = (name.to_string(), desc.to_string());
+        self.write(|reply| Write::CreateGroup {
+            creator,
+            name,
+            desc,
+            reply,
+        })
+        .await
+    }
+
+    async fn join_group(&self, group: GroupId, user: UserId) -> StoreResult<GroupRow> {
+        self.write(|reply| Write::JoinGroup { group, user, reply })
+            .await
+    }
+
+    async fn leave_group(&self, group: GroupId, user: UserId) -> StoreResult<()> {
+        self.write(|reply| Write::LeaveGroup { group, user, reply })
+            .await
+    }
+
+    async fn delete_group(&self, group: GroupId, user: UserId) -> StoreResult<Vec<UserId>> {
+        self.write(|reply| Write::DeleteGroup { group, user, reply })
+            .await
+    }
+
+    async fn group_members(&self, group: GroupId) -> StoreResult<Vec<(User, Role)>> {
+        let members = self
+            .read(|c| async move { members_with_roles(&c, group).await })
+            .await?;
+        if members.is_empty() {
+            // Every group has its creator as a member, so an empty list means no group.
+            return Err(StoreError::NotFound("no such group"));
+        }
+        Ok(members)
+    }
+
+    async fn group_member_ids(&self, group: GroupId) -> StoreResult<Vec<(UserId, MsgId)>> {
+        self.read(|c| async move {
+            let rows = rows(
+                &c,
+                "SELECT user_id, joined_after FROM group_members WHERE group_id = $1 \
+                 ORDER BY user_id",
+                &[&group],
+            )
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<Result<_, tokio_postgres::Error>>()?)
+        })
+        .await
+    }
+
+    async fn user_groups(&self, user: UserId) -> StoreResult<Vec<GroupWithMembers>> {
+        self.read(|c| async move { groups_of(&c, user).await })
+            .await
+    }
+
+    async fn snapshot(&self, user: UserId) -> StoreResult<Snapshot> {
+        let mut snapshot = self
+            .read(|c| async move {
+                // One connection, three queries in flight at once (pipelined).
+                let (friends, groups, ack_cursor) = tokio::try_join!(
+                    friends_of(&c, user),
+                    groups_of(&c, user),
+                    cursor_of(&c, user)
+                )?;
+                Ok(Snapshot {
+                    friends,
+                    groups,
+                    ack_cursor,
+                })
+            })
+            .await?;
+        if let Some(noted) = self.acks.get(user) {
+            snapshot.ack_cursor = snapshot.ack_cursor.max(noted);
+        }
+        Ok(snapshot)
+    }
+
+    async fn send(&self, from: &User, to: UserId, text: &str) -> StoreResult<Arc<Msg>> {
+        let (from, text) = (from.clone(), text.to_string());
+        self.write(|reply| Write::Send {
+            from,
+            to,
+            text,
+            reply,
+        })
+        .await
+    }
+
+    async fn group_send(&self, from: &User, group: GroupId, text: &str) -> StoreResult<Arc<Msg>> {
+        let (from, text) = (from.clone(), text.to_string());
+        self.write(|reply| Write::GroupSend {
+            from,
+            group,
+            text,
+            reply,
+        })
+        .await
+    }
+
+    async fn history(
+        &self,
+        user: UserId,
+        conversation: Conversation,
+        before: Option<MsgId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Msg>> {
+        let before = before.unwrap_or(MsgId::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|c| async move {
+            let rows = match conversation {
+                Conversation::With(other) => {
+                    if !exists(&c, "SELECT 1 FROM users WHERE id = $1", &[&other]).await? {
+                        return Err(StoreError::NotFound("no such user"));
+                    }
+                    let key = conv_key(user, other);
+                    rows(
+                        &c,
+                        &format!(
+                            "{MSG_SELECT} WHERE m.conv = $1 AND m.id < $2 \
+                             ORDER BY m.id DESC LIMIT $3"
+                        ),
+                        &[&key, &before, &limit],
+                    )
+                    .await?
+                }
+                Conversation::Group(group) => {
+                    let member = exists(
+                        &c,
+                        "SELECT 1 FROM group_members WHERE group_id = $1 AND user_id = $2",
+                        &[&group, &user],
+                    )
+                    .await?;
+                    if !member {
+                        let found =
+                            exists(&c, "SELECT 1 FROM chat_groups WHERE id = $1", &[&group])
+                                .await?;
+                        return Err(if found {
+                            StoreError::Forbidden("not a member of that group")
+                        } else {
+                            StoreError::NotFound("no such group")
+                        });
+                    }
+                    rows(
+                        &c,
+                        &format!(
+                            "{MSG_SELECT} WHERE m.group_id = $1 AND m.id < $2 \
+                             ORDER BY m.id DESC LIMIT $3"
+                        ),
+                        &[&group, &before, &limit],
+                    )
+                    .await?
+                }
+            };
+            let mut msgs = rows.iter().map(row_to_msg).collect::<Result<Vec<_>, _>>()?;
+            msgs.reverse();
+            Ok(msgs)
+        })
+        .await
+    }
+
+    async fn ack_cursor(&self, user: UserId) -> StoreResult<MsgId> {
+        let stored = self
+            .read(|c| async move { cursor_of(&c, user).await })
+            .await?;
+        Ok(self
+            .acks
+            .get(user)
+            .map_or(stored, |noted| noted.max(stored)))
+    }
+
+    async fn pending(&self, user: UserId, after: MsgId, limit: usize) -> StoreResult<Vec<Msg>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|c| async move {
+            let rows = rows(&c, PENDING, &[&user, &after, &limit]).await?;
+            rows.iter().map(row_to_msg).collect()
+        })
+        .await
+    }
+
+    async fn messages_between(&self, after: MsgId, up_to: MsgId) -> StoreResult<Vec<Msg>> {
+        self.read(|c| async move {
+            let rows = rows(
+                &c,
+                &format!("{MSG_SELECT} WHERE m.id > $1 AND m.id <= $2 ORDER BY m.id"),
+                &[&after, &up_to],
+            )
+            .await?;
+            rows.iter().map(row_to_msg).collect()
+        })
+        .await
+    }
+
+    async fn last_msg_id(&self) -> StoreResult<MsgId> {
+        self.read(|c| async move {
+            let row = opt_row(&c, "SELECT last_msg_id FROM cluster_log WHERE id = 1", &[])
+                .await?
+                .ok_or_else(|| StoreError::Internal("cluster_log has no row".into()))?;
+            Ok(row.try_get(0)?)
+        })
+        .await
+    }
+
+    async fn ack(&self, user: UserId, up_to: MsgId) -> StoreResult<()> {
+        if self.writes.is_closed() {
+            return Err(StoreError::Unavailable("the store is closed".into()));
+        }
+        self.acks.note(user, up_to);
+        Ok(())
+    }
+
+    async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.writes.send(Write::Close { reply: tx }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
