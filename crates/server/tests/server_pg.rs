@@ -2,6 +2,8 @@
 //! of its own in the database of `CHATD_TEST_POSTGRES_URL` (for example
 //! `postgres://postgres@127.0.0.1:5432/test`), dropped when it ends.
 //!
+//! `store` tests the store alone: two nodes on one database, PostgreSQL down or hung.
+//!
 //! Without that variable, or without a PostgreSQL there, this binary prints one line
 //! saying why and runs nothing; with `CHATD_TEST_REQUIRE_SERVICES=1` (as CI sets) that
 //! fails instead.
@@ -23,6 +25,8 @@ mod limits;
 mod messages;
 #[path = "server/sessions.rs"]
 mod sessions;
+#[path = "server_pg/store.rs"]
+mod store;
 #[path = "server/util.rs"]
 mod util;
 
