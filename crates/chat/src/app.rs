@@ -655,6 +655,49 @@ impl App {
                 }
                 self.show_me();
             }
+            Command::Kick { id, reason } => {
+                let req = Request::Kick(request::Kick { id, reason });
+                if self.ok::<serde_json::Value>(&req).await?.is_some() {
+                    self.out.line(format!("ok: kicked {}", self.user_label(id)));
+                }
+            }
+            Command::Mute { id, seconds } => {
+                let req = Request::Mute(request::Mute { id, seconds });
+                if let Some(reply) = self.ok::<chat_proto::reply::MuteReply>(&req).await? {
+                    self.out.line(format!(
+                        "ok: muted {} until {}",
+                        self.user_label(id),
+                        format::stamp(reply.until)
+                    ));
+                }
+            }
+            Command::Unmute(id) => {
+                let req = Request::Unmute(request::UserRef { id });
+                if self.ok::<serde_json::Value>(&req).await?.is_some() {
+                    self.out
+                        .line(format!("ok: unmuted {}", self.user_label(id)));
+                }
+            }
+            Command::Broadcast(text) => {
+                let req = Request::Broadcast(request::Broadcast { text });
+                if self.ok::<serde_json::Value>(&req).await?.is_some() {
+                    self.out.line("ok: broadcast sent");
+                }
+            }
+            Command::GroupKick { group, id } => {
+                let req = Request::GroupKick(request::GroupKick { group, id });
+                if self.ok::<serde_json::Value>(&req).await?.is_some() {
+                    let title = self.group_label(group);
+                    self.out
+                        .line(format!("ok: removed {} from {title}", self.user_label(id)));
+                }
+            }
+            Command::Shutdown => {
+                let req = Request::Shutdown(request::Shutdown::default());
+                if self.ok::<serde_json::Value>(&req).await?.is_some() {
+                    self.out.line("ok: the server is shutting down");
+                }
+            }
             Command::Users => {
                 if let Some(reply) = self.ok::<UsersReply>(&Request::Users).await? {
                     for u in &reply.users {
@@ -823,16 +866,39 @@ impl App {
                 ));
                 self.forget_group(group);
             }
-            Event::Kicked { reason } => {
+            Event::Broadcast {
+                from,
+                from_name,
+                text,
+                ts,
+            } => {
+                self.out.line(format!(
+                    "[broadcast] {} {}: {}",
+                    format::clock(ts),
+                    who(&from_name, from),
+                    clean(&text)
+                ));
+            }
+            Event::RemovedFromGroup { group } => {
+                let title = self.group_label(group);
+                self.out
+                    .line(format!("[group {group}] {title}: its creator removed you"));
+                self.forget_group(group);
+            }
+            Event::Kicked { reason, message } => {
                 // Before login this is the login timeout: the next request reconnects.
                 if self.me.is_some() {
                     self.kicked = Some(reason.clone());
                     let why = match reason.as_str() {
                         chat_proto::event::kick_reason::LOGGED_IN_ELSEWHERE => {
-                            ": this user logged in on another connection"
+                            ": this user logged in on another connection".to_string()
                         }
-                        chat_proto::event::kick_reason::SHUTDOWN => ": the server is shutting down",
-                        _ => "",
+                        chat_proto::event::kick_reason::SHUTDOWN => {
+                            ": the server is shutting down".to_string()
+                        }
+                        _ => message
+                            .map(|m| format!(": {}", clean(&m)))
+                            .unwrap_or_default(),
                     };
                     self.out.line(format!("[kicked] {}{why}", clean(&reason)));
                 }

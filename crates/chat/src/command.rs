@@ -42,6 +42,18 @@ pub(crate) enum Command {
     UpdateList,
     /// `users`: who is online.
     Users,
+    /// `kick:ID[:REASON]` (admins)
+    Kick { id: UserId, reason: Option<String> },
+    /// `mute:ID:SECONDS` (admins)
+    Mute { id: UserId, seconds: i64 },
+    /// `unmute:ID` (admins)
+    Unmute(UserId),
+    /// `broadcast:TEXT` (admins)
+    Broadcast(String),
+    /// `groupkick:GROUP:ID` (a group's creator)
+    GroupKick { group: GroupId, id: UserId },
+    /// `shutdown` (admins)
+    Shutdown,
     /// `help`
     Help,
     /// `logout`: back to the login menu, connection kept.
@@ -69,6 +81,18 @@ pub(crate) const USAGE: &[(&str, &str)] = &[
     ("showme", "show who you are, your friends and groups"),
     ("updatelist", "refresh friends and groups from the server"),
     ("users", "list the users online now"),
+    (
+        "groupkick:GROUP:ID",
+        "remove user ID from group GROUP (its creator only)",
+    ),
+    ("kick:ID[:REASON]", "admin: end user ID's session"),
+    (
+        "mute:ID:SECONDS",
+        "admin: stop user ID from sending for SECONDS",
+    ),
+    ("unmute:ID", "admin: let user ID send again"),
+    ("broadcast:TEXT", "admin: send TEXT to everyone online"),
+    ("shutdown", "admin: stop the server"),
     ("help", "show this help"),
     ("logout", "log out, back to the login menu"),
     ("quit", "exit"),
@@ -128,6 +152,41 @@ pub(crate) fn parse(line: &str) -> Result<Option<Command>, String> {
         ("list", arg) => Command::List(one_number(arg, "list:GROUP", "group id")?),
         ("history", Some(rest)) => history(rest)?,
         ("history", None) => return Err(usage("history:ID or history:g:GROUP")),
+        ("kick", Some(rest)) => {
+            let (id, reason) = match rest.split_once(':') {
+                Some((id, reason)) => (id, Some(reason.to_string())),
+                None => (rest, None),
+            };
+            Command::Kick {
+                id: number(id, "user id")?,
+                reason: reason.filter(|r| !r.trim().is_empty()),
+            }
+        }
+        ("kick", None) => return Err(usage("kick:ID[:REASON]")),
+        ("mute", Some(rest)) => {
+            let (id, secs) = rest
+                .split_once(':')
+                .ok_or_else(|| usage("mute:ID:SECONDS"))?;
+            Command::Mute {
+                id: number(id, "user id")?,
+                seconds: number(secs, "seconds")?,
+            }
+        }
+        ("mute", None) => return Err(usage("mute:ID:SECONDS")),
+        ("unmute", arg) => Command::Unmute(one_number(arg, "unmute:ID", "user id")?),
+        ("broadcast", Some(text)) => Command::Broadcast(text_of(text)?),
+        ("broadcast", None) => return Err(usage("broadcast:TEXT")),
+        ("groupkick", Some(rest)) => {
+            let (group, id) = rest
+                .split_once(':')
+                .ok_or_else(|| usage("groupkick:GROUP:ID"))?;
+            Command::GroupKick {
+                group: number(group, "group id")?,
+                id: number(id, "user id")?,
+            }
+        }
+        ("groupkick", None) => return Err(usage("groupkick:GROUP:ID")),
+        ("shutdown", None) => Command::Shutdown,
         ("showme", None) => Command::ShowMe,
         ("updatelist", None) => Command::UpdateList,
         ("users", None) => Command::Users,
@@ -135,7 +194,11 @@ pub(crate) fn parse(line: &str) -> Result<Option<Command>, String> {
         // `loginout` is the classic clients' spelling.
         ("logout" | "loginout", None) => Command::Logout,
         ("quit" | "exit", None) => Command::Quit,
-        ("showme" | "updatelist" | "users" | "logout" | "loginout" | "quit" | "exit", Some(_)) => {
+        (
+            "showme" | "updatelist" | "users" | "logout" | "loginout" | "quit" | "exit"
+            | "shutdown",
+            Some(_),
+        ) => {
             return Err(format!("{name} takes no argument"));
         }
         _ => {
@@ -249,6 +312,39 @@ mod tests {
         assert_eq!(ok("list:1"), Command::List(1));
         assert!(err("addfriend").starts_with("usage"));
         assert!(err("addfriend:1:2").starts_with("usage"));
+    }
+
+    #[test]
+    fn parses_admin_commands() {
+        assert!(matches!(
+            ok("kick:5"),
+            Command::Kick {
+                id: 5,
+                reason: None
+            }
+        ));
+        match ok("kick:5:spam: and more") {
+            Command::Kick { id: 5, reason } => {
+                assert_eq!(reason.as_deref(), Some("spam: and more"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            ok("mute:5:60"),
+            Command::Mute { id: 5, seconds: 60 }
+        ));
+        assert!(matches!(ok("unmute:5"), Command::Unmute(5)));
+        assert!(matches!(
+            ok("groupkick:3:5"),
+            Command::GroupKick { group: 3, id: 5 }
+        ));
+        assert!(matches!(ok("shutdown"), Command::Shutdown));
+        match ok("broadcast:hello: all") {
+            Command::Broadcast(text) => assert_eq!(text, "hello: all"),
+            other => panic!("{other:?}"),
+        }
+        assert!(err("mute:5").starts_with("usage"));
+        assert!(err("groupkick:3").starts_with("usage"));
     }
 
     #[test]

@@ -12,6 +12,8 @@ use clap::{Parser, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Address to listen on.
     #[arg(long, env = "CHATD_LISTEN", default_value = "127.0.0.1:6000")]
     listen: String,
@@ -86,9 +88,37 @@ struct Args {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "CHATD_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Users who are admins whatever the store says (comma-separated names).
+    #[arg(long, env = "CHATD_ADMINS", value_delimiter = ',')]
+    admins: Vec<String>,
+    /// Days a pending message waits for delivery before it is dropped from delivery (it
+    /// stays in history).
+    #[arg(long, env = "CHATD_PENDING_TTL_DAYS", default_value_t = 30.0)]
+    pending_ttl_days: f64,
+    /// Days messages are kept; older ones are deleted in the background (default: for ever).
+    #[arg(long, env = "CHATD_HISTORY_RETENTION_DAYS")]
+    history_retention_days: Option<f64>,
     /// Worker threads (default: one per core).
     #[arg(long, env = "CHATD_THREADS")]
     threads: Option<usize>,
+}
+
+/// Commands other than serving.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Administration of the configured store (`--db`); works while a server runs on it.
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AdminAction {
+    /// Makes a user an admin (it sees it at its next login).
+    Grant { name: String },
+    /// Makes an admin an ordinary user again.
+    Revoke { name: String },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -163,9 +193,45 @@ impl Args {
             request_burst: self.burst,
             auth_rate: self.auth_rate,
             auth_burst: self.auth_burst,
+            admins: self.admins.clone(),
+            pending_ttl: days(self.pending_ttl_days, "--pending-ttl-days")?,
+            history_retention: self
+                .history_retention_days
+                .map(|d| days(d, "--history-retention-days"))
+                .transpose()?,
+            purge_every: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
         })
     }
+}
+
+/// A number of days as a duration, refusing nonsense.
+fn days(days: f64, flag: &str) -> anyhow::Result<Duration> {
+    anyhow::ensure!(
+        days.is_finite() && days > 0.0 && days < 100_000.0,
+        "{flag} must be a positive number of days"
+    );
+    Ok(Duration::from_secs_f64(days * 24.0 * 3600.0))
+}
+
+/// Runs `chatd admin ...` against the configured store, then exits.
+async fn admin(config: &Config, action: &AdminAction) -> anyhow::Result<()> {
+    let (store, _log) = chat_server::open_store(config).await?;
+    let (name, admin) = match action {
+        AdminAction::Grant { name } => (name, true),
+        AdminAction::Revoke { name } => (name, false),
+    };
+    let result = store.set_admin(name, admin).await;
+    store.close().await;
+    let user = result.with_context(|| format!("cannot change user {name}"))?;
+    tracing::info!(user = user.id, name = %user.name, admin, "admin rights changed");
+    println!(
+        "{} ({}) is {}",
+        user.name,
+        user.id,
+        if admin { "an admin" } else { "not an admin" }
+    );
+    Ok(())
 }
 
 /// A node id unique enough for one cluster: host name, process id, a random suffix.
@@ -197,6 +263,9 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime = runtime.enable_all().build()?;
     runtime.block_on(async {
+        if let Some(Command::Admin { action }) = &args.command {
+            return admin(&config, action).await;
+        }
         let listener = listen(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;

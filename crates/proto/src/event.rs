@@ -24,6 +24,8 @@ pub mod kick_reason {
     pub const SERVER_FULL: &str = "server_full";
     /// The connection kept sending far past its request rate.
     pub const RATE_LIMITED: &str = "rate_limited";
+    /// An admin ended the session.
+    pub const ADMIN: &str = "admin";
 }
 
 /// A server-pushed event.
@@ -41,7 +43,22 @@ pub enum Event {
     /// A group the user was in was deleted by its creator.
     GroupDeleted { group: GroupId },
     /// The server ends this session; the connection closes right after.
-    Kicked { reason: String },
+    Kicked {
+        reason: String,
+        /// Said by the admin who kicked, when one did and said something.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// A text from an admin to everyone online.
+    Broadcast {
+        from: UserId,
+        from_name: String,
+        text: String,
+        /// Milliseconds since the Unix epoch.
+        ts: i64,
+    },
+    /// The group's creator removed the user from a group.
+    RemovedFromGroup { group: GroupId },
     /// Every pending message has been sent after a login.
     Synced,
 }

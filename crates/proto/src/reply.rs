@@ -29,6 +29,16 @@ pub struct LoginReply {
     pub token: String,
     pub friends: Vec<Friend>,
     pub groups: Vec<GroupInfo>,
+    /// Whether the user may use the admin ops.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// `mute`: until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MuteReply {
+    /// Milliseconds since the Unix epoch.
+    pub until: i64,
 }
 
 /// `users`: who is online now.

@@ -113,6 +113,43 @@ pub struct Echo {
     pub text: String,
 }
 
+/// Admin: end a user's session (`kicked` with reason `admin`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kick {
+    pub id: UserId,
+    /// Shown to the user with the `kicked` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Admin: stop a user from sending for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mute {
+    pub id: UserId,
+    pub seconds: i64,
+}
+
+/// Admin: a text to every online user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Broadcast {
+    pub text: String,
+}
+
+/// Admin: stop the server gracefully.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shutdown {
+    /// Seconds to let in-flight work finish (default: the server's setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<i64>,
+}
+
+/// A group's creator removes a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupKick {
+    pub group: GroupId,
+    pub id: UserId,
+}
+
 /// Every request of protocol version 1.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -137,6 +174,12 @@ pub enum Request {
     Ack(Ack),
     Ping,
     Echo(Echo),
+    Kick(Kick),
+    Mute(Mute),
+    Unmute(UserRef),
+    Broadcast(Broadcast),
+    Shutdown(Shutdown),
+    GroupKick(GroupKick),
 }
 
 impl Request {
@@ -163,6 +206,12 @@ impl Request {
             Request::Ack(_) => "ack",
             Request::Ping => "ping",
             Request::Echo(_) => "echo",
+            Request::Kick(_) => "kick",
+            Request::Mute(_) => "mute",
+            Request::Unmute(_) => "unmute",
+            Request::Broadcast(_) => "broadcast",
+            Request::Shutdown(_) => "shutdown",
+            Request::GroupKick(_) => "group_kick",
         }
     }
 
@@ -273,6 +322,12 @@ pub fn parse(frame: &[u8]) -> Result<(Rid, Request), BadRequest> {
         "ack" => fields(frame).map(Request::Ack),
         "ping" => Ok(Request::Ping),
         "echo" => fields(frame).map(Request::Echo),
+        "kick" => fields(frame).map(Request::Kick),
+        "mute" => fields(frame).map(Request::Mute),
+        "unmute" => fields(frame).map(Request::Unmute),
+        "broadcast" => fields(frame).map(Request::Broadcast),
+        "shutdown" => fields(frame).map(Request::Shutdown),
+        "group_kick" => fields(frame).map(Request::GroupKick),
         other => {
             let shown: String = other.chars().take(40).collect();
             return Err(bad(rid, format!("unknown op `{shown}`")));

@@ -134,6 +134,15 @@ pub struct Config {
     /// ...and in a burst. Past it requests get `rate_limited`; a connection that keeps on
     /// at several times the rate is closed.
     pub request_burst: f64,
+    /// Users who are admins whatever the store says (`--admins`).
+    pub admins: Vec<String>,
+    /// A pending message not delivered within this long is dropped from delivery (it
+    /// stays in history).
+    pub pending_ttl: Duration,
+    /// Messages older than this are deleted; `None` keeps them for ever.
+    pub history_retention: Option<Duration>,
+    /// How often the purge of old messages runs.
+    pub purge_every: Duration,
     /// Registrations and password logins per second from one address...
     pub auth_rate: f64,
     /// ...and in a burst.
@@ -158,6 +167,10 @@ impl Default for Config {
             outbound_queue: 4096,
             write_timeout: Duration::from_secs(10),
             max_connections: 100_000,
+            admins: Vec::new(),
+            pending_ttl: Duration::from_secs(30 * 24 * 3600),
+            history_retention: None,
+            purge_every: Duration::from_secs(60),
             request_rate: 50.0,
             request_burst: 100.0,
             auth_rate: 2.0,

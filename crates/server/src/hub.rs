@@ -61,6 +61,8 @@ impl Frame {
 pub struct SessionSignal {
     /// Set when the session must end (the first reason given wins).
     kick_reason: OnceLock<&'static str>,
+    /// What the admin who kicked said, if anything.
+    kick_message: OnceLock<String>,
     kicked: Notify,
 }
 
@@ -70,6 +72,19 @@ impl SessionSignal {
         let _ = self.kick_reason.set(reason);
         // notify_one stores a permit if the session is not waiting right now.
         self.kicked.notify_one();
+    }
+
+    /// Ends the session because an admin said so.
+    pub fn kick_by_admin(&self, message: Option<String>) {
+        if let Some(message) = message {
+            let _ = self.kick_message.set(message);
+        }
+        self.kick(chat_proto::event::kick_reason::ADMIN);
+    }
+
+    /// What the admin who kicked said.
+    pub fn message(&self) -> Option<String> {
+        self.kick_message.get().cloned()
     }
 
     /// Waits until the session is kicked; returns the reason.
@@ -244,6 +259,25 @@ impl Hub {
                     .kick(chat_proto::event::kick_reason::SLOW_CONSUMER);
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Queues `frame` for every session of this node.
+    pub fn deliver_all(&self, frame: &Arc<Frame>) {
+        let users: Vec<UserId> = self.inner.sessions.iter().map(|e| *e.key()).collect();
+        for user in users {
+            self.deliver(user, frame);
+        }
+    }
+
+    /// Ends the user's session on this node on an admin's word; says whether there was one.
+    pub fn kick_by_admin(&self, user: UserId, message: Option<String>) -> bool {
+        match self.inner.sessions.get(&user) {
+            Some(session) => {
+                session.signal.kick_by_admin(message);
+                true
+            }
+            None => false,
         }
     }
 

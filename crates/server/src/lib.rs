@@ -14,6 +14,7 @@
 //! - [`cluster`]: a node of a cluster (PostgreSQL store, Redis between nodes).
 //! - [`store`]: storage behind one interface; SQLite is the embedded implementation.
 //! - [`limits`]: rate limits, per connection and per source address.
+//! - [`mutes`]: who is muted, checked on every send without a read.
 //! - [`password`]: argon2id hashing and session tokens.
 //! - [`tls`]: TLS on the listener (rustls).
 //! - [`config`], [`error`], [`state`]: settings, op errors, shared state.
@@ -27,6 +28,7 @@ pub mod dispatch;
 pub mod error;
 pub mod hub;
 pub mod limits;
+pub mod mutes;
 pub(crate) mod ops;
 pub mod password;
 pub mod server;
@@ -36,7 +38,7 @@ pub mod store;
 pub mod tls;
 
 pub use config::{Cluster, Config, Db, Durability, HashCost};
-pub use server::run;
+pub use server::{open_store, run};
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]

@@ -13,15 +13,55 @@ use crate::bus::Bus;
 use crate::config::{Config, Db};
 use crate::hub::Hub;
 use crate::limits::AddressLimits;
+use crate::mutes::Mutes;
 use crate::password::Passwords;
-use crate::state::Ctx;
+use crate::state::{Ctx, StopSwitch};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{CommitLog, Store};
 use crate::{cluster, dispatch, session, ServerError};
 
+/// Deletes messages older than `retention`, a chunk at a time so that traffic goes on
+/// between chunks, every `every`.
+async fn purge_history(
+    store: Arc<dyn Store>,
+    retention: std::time::Duration,
+    every: std::time::Duration,
+    stop: CancellationToken,
+) {
+    const CHUNK: usize = 5_000;
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let keep = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let before = crate::ops::auth::now_ms().saturating_sub(keep);
+        let mut purged = 0;
+        loop {
+            match store.purge_history(before, CHUNK).await {
+                Ok(n) => {
+                    purged += n;
+                    if n < CHUNK as u64 {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "history purge failed; trying again later");
+                    break;
+                }
+            }
+        }
+        if purged > 0 {
+            tracing::info!(purged, "purged old messages");
+        }
+    }
+}
+
 /// Opens (creating and migrating as needed) the configured store.
-async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, CommitLog), ServerError> {
+pub async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, CommitLog), ServerError> {
     let store_error = |e: crate::store::StoreError| ServerError::Store(e.to_string());
     match &config.db {
         Db::Sqlite(path) => {
@@ -51,6 +91,12 @@ pub async fn run(
         None => None,
     };
     let (store, commits) = open_store(&config).await?;
+    let mutes = Mutes::new(
+        store
+            .mutes(crate::ops::auth::now_ms())
+            .await
+            .map_err(|e| ServerError::Store(e.to_string()))?,
+    );
     let hub = Hub::new();
     let cluster_stop = CancellationToken::new();
     let (bus, commits): (Arc<dyn Bus>, _) = match &config.cluster {
@@ -59,6 +105,7 @@ pub async fn run(
                 cluster,
                 store.clone(),
                 hub.clone(),
+                mutes.clone(),
                 commits,
                 cluster_stop.clone(),
             )
@@ -74,7 +121,17 @@ pub async fn run(
         hub,
         passwords,
         auth_limits: AddressLimits::new(config.auth_rate, config.auth_burst),
+        mutes,
+        stop: StopSwitch::default(),
     });
+    if let Some(retention) = config.history_retention {
+        tokio::spawn(purge_history(
+            store.clone(),
+            retention,
+            config.purge_every,
+            cluster_stop.clone(),
+        ));
+    }
     let connections = Arc::new(Semaphore::new(config.max_connections));
     tracing::info!(addr = ?listener.local_addr().ok(), db = %config.db.describe(), "chatd serving");
 
@@ -84,6 +141,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = ctx.stop.requested() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => match connections.clone().try_acquire_owned() {
                     Ok(permit) => {
@@ -110,10 +168,8 @@ pub async fn run(
     drop(listener);
     stop.cancel();
     sessions.close();
-    if tokio::time::timeout(config.shutdown_grace, sessions.wait())
-        .await
-        .is_err()
-    {
+    let grace = ctx.stop.grace().unwrap_or(config.shutdown_grace);
+    if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
         tracing::warn!(
             left = sessions.len(),
             "sessions still open after the grace period"

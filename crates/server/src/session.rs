@@ -135,6 +135,7 @@ async fn serve_stream<R, W>(
 pub(crate) async fn refuse_full(mut stream: TcpStream) {
     let frame = Frame::event(&Event::Kicked {
         reason: kick_reason::SERVER_FULL.to_string(),
+        message: None,
     });
     let _ = tokio::time::timeout(REFUSAL_WRITE, stream.write_all(&frame.bytes)).await;
     let _ = stream.shutdown().await;
@@ -399,7 +400,14 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
                 return Ok(());
             };
             let (user, after) = (login.user.id, login.last_sent);
-            let page = match self.ctx.store.pending(user, after, CATCH_UP_PAGE).await {
+            let ttl = i64::try_from(self.ctx.config.pending_ttl.as_millis()).unwrap_or(i64::MAX);
+            let since = crate::ops::auth::now_ms().saturating_sub(ttl);
+            let page = match self
+                .ctx
+                .store
+                .pending(user, after, since, CATCH_UP_PAGE)
+                .await
+            {
                 Ok(page) => page,
                 Err(e) => {
                     // Still pending in the store; the next login or lag retries.
@@ -434,6 +442,7 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         let _ = self
             .write_event(&Event::Kicked {
                 reason: reason.to_string(),
+                message: self.login.as_ref().and_then(|l| l.signal.message()),
             })
             .await;
         Step::Close

@@ -7,6 +7,7 @@ use crate::bus::Bus;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::limits::AddressLimits;
+use crate::mutes::Mutes;
 use crate::password::Passwords;
 use crate::store::Store;
 
@@ -19,4 +20,33 @@ pub struct Ctx {
     pub passwords: Passwords,
     /// Registrations and password logins by source address.
     pub auth_limits: AddressLimits,
+    /// Who is muted, until when.
+    pub mutes: Mutes,
+    /// Asks the server to shut down (the `shutdown` op).
+    pub stop: StopSwitch,
+}
+
+/// A shutdown asked for from inside (an admin's `shutdown`), with its grace period.
+#[derive(Debug, Default)]
+pub struct StopSwitch {
+    asked: tokio_util::sync::CancellationToken,
+    grace: std::sync::Mutex<Option<std::time::Duration>>,
+}
+
+impl StopSwitch {
+    /// Asks for a shutdown; `grace` overrides the configured grace period.
+    pub fn request(&self, grace: Option<std::time::Duration>) {
+        *self.grace.lock().unwrap_or_else(|e| e.into_inner()) = grace;
+        self.asked.cancel();
+    }
+
+    /// Completes once a shutdown is asked for.
+    pub async fn requested(&self) {
+        self.asked.cancelled().await;
+    }
+
+    /// The grace period the request asked for, if it did.
+    pub fn grace(&self) -> Option<std::time::Duration> {
+        *self.grace.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }

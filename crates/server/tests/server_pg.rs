@@ -9,6 +9,8 @@
 //! fails instead.
 #![allow(clippy::unwrap_used)]
 
+#[path = "server/admin.rs"]
+mod admin;
 #[path = "server/basics.rs"]
 mod basics;
 #[path = "server/classic.rs"]

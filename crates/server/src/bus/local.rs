@@ -25,4 +25,12 @@ impl Bus for LocalBus {
             self.hub.deliver(*user, &frame);
         }
     }
+
+    fn kick(&self, user: UserId, message: Option<String>) {
+        self.hub.kick_by_admin(user, message);
+    }
+
+    fn broadcast(&self, frame: Arc<Frame>) {
+        self.hub.deliver_all(&frame);
+    }
 }

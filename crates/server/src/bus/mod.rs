@@ -27,4 +27,14 @@ pub trait Bus: Send + Sync + 'static {
 
     /// `user`'s live session `conn_id` on this node ended.
     fn session_ended(&self, _user: UserId, _conn_id: u64) {}
+
+    /// Ends `user`'s session wherever it is, on an admin's word (`kicked`, `admin`).
+    fn kick(&self, user: UserId, message: Option<String>);
+
+    /// Queues `frame` for every user online.
+    fn broadcast(&self, frame: Arc<Frame>);
+
+    /// Tells the other nodes that `user` is muted until `until_ms` (0: not muted); this
+    /// node has noted it already.
+    fn muted(&self, _user: UserId, _until_ms: i64) {}
 }

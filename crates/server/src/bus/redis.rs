@@ -47,6 +47,20 @@ pub enum ClusterEvent {
     },
     /// The node is alive.
     Heartbeat { node: String },
+    /// An admin kicked the user: whichever node holds its session ends it.
+    Kick {
+        node: String,
+        user: UserId,
+        message: Option<String>,
+    },
+    /// A frame for everyone online.
+    Broadcast { node: String, frame: String },
+    /// The user is muted until then (0: not muted).
+    Muted {
+        node: String,
+        user: UserId,
+        until: i64,
+    },
 }
 
 /// What the publisher task does, in order.
@@ -123,6 +137,34 @@ impl Bus for RedisBus {
             name: user.name.clone(),
             conn: conn_id,
             since_ms,
+        }));
+    }
+
+    fn kick(&self, user: UserId, message: Option<String>) {
+        if !self.hub.kick_by_admin(user, message.clone()) && self.hub.is_online(user) {
+            self.send(Outgoing::Event(ClusterEvent::Kick {
+                node: self.node.to_string(),
+                user,
+                message,
+            }));
+        }
+    }
+
+    fn broadcast(&self, frame: Arc<Frame>) {
+        self.hub.deliver_all(&frame);
+        if let Ok(text) = std::str::from_utf8(&frame.bytes) {
+            self.send(Outgoing::Event(ClusterEvent::Broadcast {
+                node: self.node.to_string(),
+                frame: text.to_string(),
+            }));
+        }
+    }
+
+    fn muted(&self, user: UserId, until_ms: i64) {
+        self.send(Outgoing::Event(ClusterEvent::Muted {
+            node: self.node.to_string(),
+            user,
+            until: until_ms,
         }));
     }
 

@@ -201,7 +201,7 @@ impl Dialect for ClassicDialect {
                 out.push(0);
             }
             Event::Synced => self.release_login(out),
-            Event::Kicked { reason } => {
+            Event::Kicked { reason, .. } => {
                 // The classic protocol has no such message: the connection just closes.
                 tracing::debug!(reason, "classic: session ends");
             }

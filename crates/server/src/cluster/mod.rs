@@ -33,6 +33,7 @@ use crate::bus::redis::{ClusterEvent, Outgoing, RedisBus};
 use crate::bus::Bus;
 use crate::config::Cluster;
 use crate::hub::{Frame, Hub, RemoteSession};
+use crate::mutes::Mutes;
 use crate::store::{CommitBatch, CommitLog, Store};
 use crate::ServerError;
 
@@ -76,6 +77,7 @@ struct Node {
     store: Arc<dyn Store>,
     bus: Arc<RedisBus>,
     out: mpsc::Sender<Outgoing>,
+    mutes: Mutes,
     /// When each other node was last heard from.
     seen: Mutex<HashMap<String, Instant>>,
 }
@@ -86,6 +88,7 @@ pub async fn start(
     config: &Cluster,
     store: Arc<dyn Store>,
     hub: Hub,
+    mutes: Mutes,
     commits: CommitLog,
     stop: CancellationToken,
 ) -> Result<(Arc<dyn Bus>, CommitLog), ServerError> {
@@ -102,6 +105,7 @@ pub async fn start(
         store: store.clone(),
         bus: bus.clone(),
         out: out_tx.clone(),
+        mutes,
         seen: Mutex::new(HashMap::new()),
     });
     let start_after = store
@@ -416,6 +420,32 @@ impl Node {
             ClusterEvent::Heartbeat { node } => {
                 if node != *self.id {
                     self.heard(&node);
+                }
+            }
+            ClusterEvent::Kick {
+                node,
+                user,
+                message,
+            } => {
+                if node != *self.id {
+                    self.heard(&node);
+                    self.hub.kick_by_admin(user, message);
+                }
+            }
+            ClusterEvent::Broadcast { node, frame } => {
+                if node != *self.id {
+                    self.heard(&node);
+                    self.hub.deliver_all(&Arc::new(Frame {
+                        msg_id: None,
+                        changes_friends: false,
+                        bytes: frame.into_bytes(),
+                    }));
+                }
+            }
+            ClusterEvent::Muted { node, user, until } => {
+                if node != *self.id {
+                    self.heard(&node);
+                    self.mutes.set(user, until);
                 }
             }
         }

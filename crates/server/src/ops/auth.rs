@@ -13,6 +13,13 @@ use crate::error::{OpError, OpResult};
 use crate::password::{new_token, token_hash};
 use crate::session::Session;
 
+/// A time in ms since the epoch as `YYYY-MM-DD HH:MM:SS UTC`.
+pub(crate) fn format_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -95,6 +102,7 @@ pub(crate) async fn login<W: AsyncWrite + Unpin, D: Dialect>(
     // One read for everything the reply needs. Pending messages are read after the
     // session is in the hub (see `Session::catch_up`), so none can slip between the two.
     let snapshot = s.ctx.store.snapshot(user.id).await?;
+    let admin = snapshot.admin || s.ctx.config.admins.contains(&user.name);
     let friend_ids: Vec<_> = snapshot.friends.iter().map(|f| f.id).collect();
     let fresh = s.start_login(
         user.clone(),
@@ -133,6 +141,7 @@ pub(crate) async fn login<W: AsyncWrite + Unpin, D: Dialect>(
             token,
             friends,
             groups,
+            admin,
         },
     ))
 }

@@ -21,6 +21,7 @@ pub(crate) async fn send<W: AsyncWrite + Unpin, D: Dialect>(
 ) -> OpResult {
     let me = s.user()?;
     check_len("text", &req.text, 1, s.ctx.config.max_text)?;
+    check_not_muted(s)?;
     if req.to == me.id {
         return Err(OpError::bad_request(
             "you cannot send a message to yourself",
@@ -41,12 +42,25 @@ pub(crate) async fn group_send<W: AsyncWrite + Unpin, D: Dialect>(
 ) -> OpResult {
     let me = s.user()?;
     check_len("text", &req.text, 1, s.ctx.config.max_text)?;
+    check_not_muted(s)?;
     let msg = s.ctx.store.group_send(me, req.group, &req.text).await?;
     let msg = MsgRef {
         id: msg.id,
         ts: msg.ts,
     };
     Ok(ok_frame(rid, &MsgReply { msg }))
+}
+
+/// A muted user may not send; the message says until when.
+fn check_not_muted<W: AsyncWrite + Unpin, D: Dialect>(s: &Session<W, D>) -> Result<(), OpError> {
+    let me = s.user()?.id;
+    match s.ctx.mutes.muted_until(me, super::auth::now_ms()) {
+        None => Ok(()),
+        Some(until) => Err(OpError::forbidden(format!(
+            "you are muted until {} (ms since the epoch: {until})",
+            super::auth::format_ms(until)
+        ))),
+    }
 }
 
 pub(crate) async fn history<W: AsyncWrite + Unpin, D: Dialect>(

@@ -1,12 +1,14 @@
 //! The ops of protocol version 1, each in a small function that checks its fields,
 //! acts through the store, the hub and the bus, and returns its reply frame.
 //!
+//! - [`admin`]: kick, mute, unmute, broadcast, shutdown (admins), group_kick (creators)
 //! - [`auth`]: register, login, logout, whoami
 //! - [`friends`]: add_friend, remove_friend, friends, and presence announcements
 //! - [`groups`]: create_group, join_group, leave_group, delete_group, groups, group_members
 //! - [`messages`]: send, group_send, history, ack
 //! - [`misc`]: users, ping, echo
 
+pub(crate) mod admin;
 pub(crate) mod auth;
 pub(crate) mod friends;
 pub(crate) mod groups;
@@ -47,6 +49,12 @@ pub(crate) async fn dispatch<W: AsyncWrite + Unpin, D: Dialect>(
         Request::Ack(r) => messages::ack(s, rid, r).await,
         Request::Ping => misc::ping(rid),
         Request::Echo(r) => misc::echo(rid, r),
+        Request::Kick(r) => admin::kick(s, rid, r).await,
+        Request::Mute(r) => admin::mute(s, rid, r).await,
+        Request::Unmute(r) => admin::unmute(s, rid, r).await,
+        Request::Broadcast(r) => admin::broadcast(s, rid, r).await,
+        Request::Shutdown(r) => admin::shutdown(s, rid, r).await,
+        Request::GroupKick(r) => admin::group_kick(s, rid, r).await,
     }
 }
 

@@ -70,6 +70,8 @@ pub struct Snapshot {
     pub groups: Vec<GroupWithMembers>,
     /// The user's ack cursor.
     pub ack_cursor: MsgId,
+    /// Whether the operator made the user an admin.
+    pub admin: bool,
 }
 
 /// Which conversation a history request reads.
@@ -179,8 +181,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<Msg>>;
     /// The user's ack cursor: every message up to it is delivered for good.
     async fn ack_cursor(&self, user: UserId) -> StoreResult<MsgId>;
-    /// Messages pending for `user` with an id above `after`, oldest first.
-    async fn pending(&self, user: UserId, after: MsgId, limit: usize) -> StoreResult<Vec<Msg>>;
+    /// Messages pending for `user` with an id above `after` and sent after `since_ms`
+    /// (older ones have expired from delivery), oldest first.
+    async fn pending(
+        &self,
+        user: UserId,
+        after: MsgId,
+        since_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<Msg>>;
     /// Every message with an id in `after + 1 ..= up_to`, oldest first (to fill a gap in
     /// the commit log of a cluster).
     async fn messages_between(&self, after: MsgId, up_to: MsgId) -> StoreResult<Vec<Msg>>;
@@ -188,6 +197,19 @@ pub trait Store: Send + Sync + 'static {
     async fn last_msg_id(&self) -> StoreResult<MsgId>;
     /// Moves the user's ack cursor up to `up_to` (never down).
     async fn ack(&self, user: UserId, up_to: MsgId) -> StoreResult<()>;
+
+    /// Makes the user named `name` an admin, or not; `NotFound` if there is none.
+    async fn set_admin(&self, name: &str, admin: bool) -> StoreResult<User>;
+    async fn is_admin(&self, user: UserId) -> StoreResult<bool>;
+    /// Mutes a user until `until_ms` (0: not muted); `NotFound` if there is none.
+    async fn set_muted_until(&self, user: UserId, until_ms: i64) -> StoreResult<()>;
+    /// Users muted past `now_ms`, with the end of their mute.
+    async fn mutes(&self, now_ms: i64) -> StoreResult<Vec<(UserId, i64)>>;
+    /// A group's creator `by` removes `member`; `NotFound`, `Forbidden` (not the creator,
+    /// or not a member). Announced on the commit log as the member leaving.
+    async fn group_kick(&self, group: GroupId, by: UserId, member: UserId) -> StoreResult<()>;
+    /// Deletes up to `chunk` messages sent before `before_ms`; returns how many it deleted.
+    async fn purge_history(&self, before_ms: i64, chunk: usize) -> StoreResult<u64>;
 
     /// Commits what is queued and stops writing. Later writes fail with `Unavailable`.
     async fn close(&self);

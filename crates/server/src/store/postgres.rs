@@ -62,7 +62,13 @@ const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
 const ACK_FLUSH_EVERY: Duration = Duration::from_millis(250);
 
 /// The versioned schema, applied in order on start.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("../../migrations/postgres/0002_admin_expiry.sql"),
+    ),
+];
 
 /// Serialises migrations of one schema between nodes (a session-level lock).
 const LOCK_MIGRATIONS: &str =
@@ -329,6 +335,12 @@ enum Write {
         reply: Reply<Arc<Msg>>,
     },
     /// Write the acks noted since the last flush.
+    GroupKick {
+        group: GroupId,
+        by: UserId,
+        member: UserId,
+        reply: Reply<()>,
+    },
     FlushAcks,
     Close {
         reply: oneshot::Sender<()>,
@@ -357,7 +369,8 @@ fn fail(write: Write, error: &StoreError) {
         Write::CreateToken { reply, .. }
         | Write::DeleteToken { reply, .. }
         | Write::RemoveFriend { reply, .. }
-        | Write::LeaveGroup { reply, .. } => refuse(reply, error),
+        | Write::LeaveGroup { reply, .. }
+        | Write::GroupKick { reply, .. } => refuse(reply, error),
         Write::CreateGroup { reply, .. } | Write::JoinGroup { reply, .. } => refuse(reply, error),
         Write::DeleteGroup { reply, .. } => refuse(reply, error),
         Write::Send { reply, .. } | Write::GroupSend { reply, .. } => refuse(reply, error),
@@ -507,6 +520,16 @@ impl PgStore {
     }
 }
 
+async fn admin_of(c: &ClientWrapper, user: UserId) -> StoreResult<bool> {
+    Ok(
+        opt_row(c, "SELECT admin FROM users WHERE id = $1", &[&user])
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?
+            .unwrap_or(false),
+    )
+}
+
 /// Runs a cached statement on a pooled connection.
 async fn rows(
     c: &ClientWrapper,
@@ -640,12 +663,12 @@ async fn groups_of(c: &ClientWrapper, user: UserId) -> StoreResult<Vec<GroupWith
 const PENDING: &str =
     "SELECT m.id, m.ts, m.from_user, u.name, m.text, m.to_user, m.group_id FROM (\
        (SELECT id, ts, from_user, text, to_user, group_id FROM messages \
-        WHERE to_user = $1 AND id > $2 ORDER BY id LIMIT $3) \
+        WHERE to_user = $1 AND id > $2 AND ts > $4 ORDER BY id LIMIT $3) \
      UNION ALL \
        (SELECT g.id, g.ts, g.from_user, g.text, g.to_user, g.group_id FROM group_members gm \
         CROSS JOIN LATERAL (SELECT id, ts, from_user, text, to_user, group_id FROM messages \
           WHERE group_id = gm.group_id AND id > GREATEST($2, gm.joined_after) \
-          AND from_user <> $1 ORDER BY id LIMIT $3) g \
+          AND from_user <> $1 AND ts > $4 ORDER BY id LIMIT $3) g \
         WHERE gm.user_id = $1) \
      ) m JOIN users u ON u.id = m.from_user ORDER BY m.id LIMIT $3";
 
@@ -1019,6 +1042,24 @@ impl Writer {
                 }
                 done.finishers.push(finisher(reply, result));
             }
+            Write::GroupKick {
+                group,
+                by,
+                member,
+                reply,
+            } => {
+                let result = savepoint!(self, self.group_kick(group, by, member));
+                if result.is_ok() {
+                    done.members.clear();
+                    let at = done.next_id();
+                    done.commits.push(Commit::Left {
+                        group,
+                        user: member,
+                        at,
+                    });
+                }
+                done.finishers.push(finisher(reply, result));
+            }
             Write::DeleteGroup { group, user, reply } => {
                 let result = savepoint!(self, self.delete_group(group, user));
                 if result.is_ok() {
@@ -1273,6 +1314,30 @@ impl Writer {
         }
     }
 
+    async fn group_kick(&mut self, group: GroupId, by: UserId, member: UserId) -> StoreResult<()> {
+        if self.group_row(group).await?.is_none() {
+            return Err(StoreError::NotFound("no such group"));
+        }
+        if self.role(group, by).await? != Some(Role::Creator) {
+            return Err(StoreError::Forbidden(
+                "only the group's creator may remove a member",
+            ));
+        }
+        match self.role(group, member).await? {
+            Some(Role::Member) => {
+                self.execute(
+                    "DELETE FROM group_members WHERE group_id = $1 AND user_id = $2",
+                    &[&group, &member],
+                )
+                .await?;
+                Ok(())
+            }
+            _ => Err(StoreError::NotFound(
+                "that user is not a member of the group",
+            )),
+        }
+    }
+
     async fn delete_group(&mut self, group: GroupId, user: UserId) -> StoreResult<Vec<UserId>> {
         if self.group_row(group).await?.is_none() {
             return Err(StoreError::NotFound("no such group"));
@@ -1476,15 +1541,17 @@ impl Store for PgStore {
         let mut snapshot = self
             .read(|c| async move {
                 // One connection, three queries in flight at once (pipelined).
-                let (friends, groups, ack_cursor) = tokio::try_join!(
+                let (friends, groups, ack_cursor, admin) = tokio::try_join!(
                     friends_of(&c, user),
                     groups_of(&c, user),
-                    cursor_of(&c, user)
+                    cursor_of(&c, user),
+                    admin_of(&c, user)
                 )?;
                 Ok(Snapshot {
                     friends,
                     groups,
                     ack_cursor,
+                    admin,
                 })
             })
             .await?;
@@ -1587,10 +1654,16 @@ impl Store for PgStore {
             .map_or(stored, |noted| noted.max(stored)))
     }
 
-    async fn pending(&self, user: UserId, after: MsgId, limit: usize) -> StoreResult<Vec<Msg>> {
+    async fn pending(
+        &self,
+        user: UserId,
+        after: MsgId,
+        since_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<Msg>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(|c| async move {
-            let rows = rows(&c, PENDING, &[&user, &after, &limit]).await?;
+            let rows = rows(&c, PENDING, &[&user, &after, &limit, &since_ms]).await?;
             rows.iter().map(row_to_msg).collect()
         })
         .await
@@ -1615,6 +1688,83 @@ impl Store for PgStore {
                 .await?
                 .ok_or_else(|| StoreError::Internal("cluster_log has no row".into()))?;
             Ok(row.try_get(0)?)
+        })
+        .await
+    }
+
+    async fn set_admin(&self, name: &str, admin: bool) -> StoreResult<User> {
+        let name = name.to_string();
+        let row = self
+            .read(|c| async move {
+                opt_row(
+                    &c,
+                    "UPDATE users SET admin = $2 WHERE name = $1 RETURNING id, name",
+                    &[&name, &admin],
+                )
+                .await
+            })
+            .await?;
+        let row = row.ok_or(StoreError::NotFound("no such user"))?;
+        Ok(User {
+            id: row.try_get(0)?,
+            name: row.try_get(1)?,
+        })
+    }
+
+    async fn is_admin(&self, user: UserId) -> StoreResult<bool> {
+        self.read(|c| async move { admin_of(&c, user).await }).await
+    }
+
+    async fn set_muted_until(&self, user: UserId, until_ms: i64) -> StoreResult<()> {
+        let changed = self
+            .read(|c| async move {
+                let stmt = c
+                    .prepare_cached("UPDATE users SET muted_until = $2 WHERE id = $1")
+                    .await?;
+                Ok(c.execute(&stmt, &[&user, &until_ms]).await?)
+            })
+            .await?;
+        if changed == 0 {
+            return Err(StoreError::NotFound("no such user"));
+        }
+        Ok(())
+    }
+
+    async fn mutes(&self, now_ms: i64) -> StoreResult<Vec<(UserId, i64)>> {
+        self.read(|c| async move {
+            let rows = rows(
+                &c,
+                "SELECT id, muted_until FROM users WHERE muted_until > $1",
+                &[&now_ms],
+            )
+            .await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn group_kick(&self, group: GroupId, by: UserId, member: UserId) -> StoreResult<()> {
+        self.write(|reply| Write::GroupKick {
+            group,
+            by,
+            member,
+            reply,
+        })
+        .await
+    }
+
+    async fn purge_history(&self, before_ms: i64, chunk: usize) -> StoreResult<u64> {
+        let chunk = i64::try_from(chunk).unwrap_or(i64::MAX);
+        self.read(|c| async move {
+            let stmt = c
+                .prepare_cached(
+                    "DELETE FROM messages WHERE id IN \
+                     (SELECT id FROM messages WHERE ts < $1 ORDER BY ts LIMIT $2)",
+                )
+                .await?;
+            Ok(c.execute(&stmt, &[&before_ms, &chunk]).await?)
         })
         .await
     }

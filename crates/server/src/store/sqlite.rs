@@ -35,7 +35,13 @@ const WRITE_QUEUE: usize = 16 * 1024;
 const READERS: usize = 4;
 
 /// The versioned schema, applied in order on start.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        include_str!("../../migrations/sqlite/0002_admin_expiry.sql"),
+    ),
+];
 
 const MSG_SELECT: &str = "SELECT m.id, m.ts, m.from_user, u.name, m.text, m.to_user, m.group_id \
                           FROM messages m JOIN users u ON u.id = m.from_user";
@@ -140,6 +146,12 @@ enum Write {
         text: String,
         reply: Reply<Arc<Msg>>,
     },
+    GroupKick {
+        group: GroupId,
+        by: UserId,
+        member: UserId,
+        reply: Reply<()>,
+    },
     /// Write the acks noted since the last flush.
     FlushAcks,
     Close {
@@ -239,6 +251,24 @@ impl SqliteStore {
             .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
         rx.await
             .map_err(|_| StoreError::Unavailable("the store writer stopped".into()))?
+    }
+
+    /// A rare write (an admin's, a purge) on a connection of its own, beside the writer
+    /// thread: WAL lets one of them write at a time, and these are short.
+    async fn side_write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let path = self.reads.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = Connection::open(&path).map_err(sql_error)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(sql_error)?;
+            f(&conn).map_err(sql_error)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
     }
 
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
@@ -440,6 +470,15 @@ impl Writer {
                 tracing::error!(error = %e, user, "store: cannot move an ack cursor");
             }
         }
+        if self.next_msg_id != first_id {
+            let moved = self
+                .conn
+                .prepare_cached("UPDATE log_position SET last_msg_id = ?1 WHERE id = 1")
+                .and_then(|mut s| s.execute([self.next_msg_id - 1]));
+            if let Err(e) = moved {
+                tracing::error!(error = %e, "store: cannot record the last message id");
+            }
+        }
         let outcome = self.conn.execute_batch("COMMIT").map_err(sql_error);
         match &outcome {
             Ok(()) => {
@@ -547,6 +586,23 @@ impl Writer {
                 if result.is_ok() {
                     let at = self.next_stamp().0;
                     commits.push(Commit::Left { group, user, at });
+                }
+                done.push(finisher(reply, result));
+            }
+            Write::GroupKick {
+                group,
+                by,
+                member,
+                reply,
+            } => {
+                let result = self.savepoint(|w| w.group_kick(group, by, member));
+                if result.is_ok() {
+                    let at = self.next_stamp().0;
+                    commits.push(Commit::Left {
+                        group,
+                        user: member,
+                        at,
+                    });
                 }
                 done.push(finisher(reply, result));
             }
@@ -763,6 +819,31 @@ impl Writer {
         }
     }
 
+    fn group_kick(&mut self, group: GroupId, by: UserId, member: UserId) -> StoreResult<()> {
+        if self.group_row(group)?.is_none() {
+            return Err(StoreError::NotFound("no such group"));
+        }
+        if self.role(group, by)? != Some(Role::Creator) {
+            return Err(StoreError::Forbidden(
+                "only the group's creator may remove a member",
+            ));
+        }
+        match self.role(group, member)? {
+            Some(Role::Member) => {
+                self.conn
+                    .execute(
+                        "DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2",
+                        params![group, member],
+                    )
+                    .map_err(sql_error)?;
+                Ok(())
+            }
+            _ => Err(StoreError::NotFound(
+                "that user is not a member of the group",
+            )),
+        }
+    }
+
     fn delete_group(&mut self, group: GroupId, user: UserId) -> StoreResult<Vec<UserId>> {
         if self.group_row(group)?.is_none() {
             return Err(StoreError::NotFound("no such group"));
@@ -856,7 +937,8 @@ fn fail(write: Write, error: &StoreError) {
         Write::CreateToken { reply, .. }
         | Write::DeleteToken { reply, .. }
         | Write::RemoveFriend { reply, .. }
-        | Write::LeaveGroup { reply, .. } => refuse(reply, error),
+        | Write::LeaveGroup { reply, .. }
+        | Write::GroupKick { reply, .. } => refuse(reply, error),
         Write::CreateGroup { reply, .. } | Write::JoinGroup { reply, .. } => refuse(reply, error),
         Write::DeleteGroup { reply, .. } => refuse(reply, error),
         Write::Send { reply, .. } | Write::GroupSend { reply, .. } => refuse(reply, error),
@@ -961,14 +1043,15 @@ fn pending_of(
     conn: &Connection,
     user: UserId,
     after: MsgId,
+    since_ms: i64,
     limit: usize,
 ) -> rusqlite::Result<Vec<Msg>> {
     let mut out: Vec<Msg> = Vec::new();
     {
         let mut direct = conn.prepare_cached(&format!(
-            "{MSG_SELECT} WHERE m.to_user = ?1 AND m.id > ?2 ORDER BY m.id LIMIT ?3"
+            "{MSG_SELECT} WHERE m.to_user = ?1 AND m.id > ?2 AND m.ts > ?4 ORDER BY m.id LIMIT ?3"
         ))?;
-        for msg in direct.query_map(params![user, after, limit as i64], row_to_msg)? {
+        for msg in direct.query_map(params![user, after, limit as i64, since_ms], row_to_msg)? {
             out.push(msg?);
         }
     }
@@ -981,11 +1064,15 @@ fn pending_of(
     };
     let mut in_group = conn.prepare_cached(&format!(
         "{MSG_SELECT} WHERE m.group_id = ?1 AND m.id > ?2 AND m.from_user != ?3 \
-         ORDER BY m.id LIMIT ?4"
+         AND m.ts > ?5 ORDER BY m.id LIMIT ?4"
     ))?;
     for (group, joined_after) in memberships {
         let from = after.max(joined_after);
-        for msg in in_group.query_map(params![group, from, user, limit as i64], row_to_msg)? {
+        let rows = in_group.query_map(
+            params![group, from, user, limit as i64, since_ms],
+            row_to_msg,
+        )?;
+        for msg in rows {
             out.push(msg?);
         }
     }
@@ -1213,6 +1300,11 @@ impl Store for SqliteStore {
                     friends: friends_of(c, user)?,
                     groups: groups_of(c, user)?,
                     ack_cursor: cursor_of(c, user)?,
+                    admin: c
+                        .prepare_cached("SELECT admin FROM users WHERE id = ?1")?
+                        .query_row([user], |r| r.get(0))
+                        .optional()?
+                        .unwrap_or(false),
                 })
             })
             .await?;
@@ -1309,8 +1401,15 @@ impl Store for SqliteStore {
             .map_or(stored, |noted| noted.max(stored)))
     }
 
-    async fn pending(&self, user: UserId, after: MsgId, limit: usize) -> StoreResult<Vec<Msg>> {
-        self.read(move |c| pending_of(c, user, after, limit)).await
+    async fn pending(
+        &self,
+        user: UserId,
+        after: MsgId,
+        since_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<Msg>> {
+        self.read(move |c| pending_of(c, user, after, since_ms, limit))
+            .await
     }
 
     async fn messages_between(&self, after: MsgId, up_to: MsgId) -> StoreResult<Vec<Msg>> {
@@ -1326,11 +1425,92 @@ impl Store for SqliteStore {
 
     async fn last_msg_id(&self) -> StoreResult<MsgId> {
         self.read(|c| {
-            c.query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| {
-                r.get(0)
-            })
+            c.query_row(
+                "SELECT MAX((SELECT last_msg_id FROM log_position WHERE id = 1), \
+                            (SELECT COALESCE(MAX(id), 0) FROM messages))",
+                [],
+                |r| r.get(0),
+            )
         })
         .await
+    }
+
+    async fn set_admin(&self, name: &str, admin: bool) -> StoreResult<User> {
+        let name = name.to_string();
+        let user = self
+            .side_write(move |c| {
+                c.query_row(
+                    "UPDATE users SET admin = ?2 WHERE name = ?1 RETURNING id, name",
+                    params![name, admin],
+                    |r| {
+                        Ok(User {
+                            id: r.get(0)?,
+                            name: r.get(1)?,
+                        })
+                    },
+                )
+                .optional()
+            })
+            .await?;
+        user.ok_or(StoreError::NotFound("no such user"))
+    }
+
+    async fn is_admin(&self, user: UserId) -> StoreResult<bool> {
+        self.read(move |c| {
+            c.prepare_cached("SELECT admin FROM users WHERE id = ?1")?
+                .query_row([user], |r| r.get(0))
+                .optional()
+                .map(|admin| admin.unwrap_or(false))
+        })
+        .await
+    }
+
+    async fn set_muted_until(&self, user: UserId, until_ms: i64) -> StoreResult<()> {
+        let changed = self
+            .side_write(move |c| {
+                c.execute(
+                    "UPDATE users SET muted_until = ?2 WHERE id = ?1",
+                    params![user, until_ms],
+                )
+            })
+            .await?;
+        if changed == 0 {
+            return Err(StoreError::NotFound("no such user"));
+        }
+        Ok(())
+    }
+
+    async fn mutes(&self, now_ms: i64) -> StoreResult<Vec<(UserId, i64)>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare("SELECT id, muted_until FROM users WHERE muted_until > ?1")?;
+            let rows = stmt.query_map([now_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn group_kick(&self, group: GroupId, by: UserId, member: UserId) -> StoreResult<()> {
+        self.write(|reply| Write::GroupKick {
+            group,
+            by,
+            member,
+            reply,
+        })
+        .await
+    }
+
+    async fn purge_history(&self, before_ms: i64, chunk: usize) -> StoreResult<u64> {
+        let chunk = chunk as i64;
+        let deleted = self
+            .side_write(move |c| {
+                c.execute(
+                    "DELETE FROM messages WHERE id IN \
+                     (SELECT id FROM messages WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
+                    params![before_ms, chunk],
+                )
+            })
+            .await?;
+        Ok(deleted as u64)
     }
 
     async fn ack(&self, user: UserId, up_to: MsgId) -> StoreResult<()> {

@@ -3,6 +3,7 @@
 //! lines ([`util::Conn`]), once through the client library. `tests/server_pg.rs` runs
 //! the same modules on PostgreSQL.
 //!
+//! - `admin`: admin ops and rights, mutes, broadcast, shutdown, group_kick, expiry.
 //! - `basics`: ping, echo, register, login (name, id, token), logout, whoami, users, rids.
 //! - `classic`: the classic muduo `msgid` protocol, and chat between its clients and native ones.
 //! - `errors`: malformed input, bad fields, limits, `too_large`, framing.
@@ -13,6 +14,7 @@
 //! - `sessions`: second login, login and idle timeouts, shutdown, restart.
 #![allow(clippy::unwrap_used)]
 
+mod admin;
 mod basics;
 mod classic;
 mod errors;
