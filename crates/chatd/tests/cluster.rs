@@ -1,0 +1,352 @@
+//! A cluster of real `chatd` processes on one PostgreSQL database and one Redis, with
+//! clients on different nodes: users must not be able to tell that they are on different
+//! nodes. See `cluster/util.rs` for the environment these tests need; without it they
+//! print why they are skipped and pass.
+
+#[path = "cluster/conn.rs"]
+mod conn;
+#[path = "cluster/util.rs"]
+mod util;
+
+use serde_json::json;
+
+use conn::{assert_msg, Conn};
+use util::{Cluster, Services, DEAD_NODE_WAIT, WAIT};
+
+/// The services, or return from the test (skipped).
+macro_rules! services {
+    ($test:literal) => {
+        match Services::get($test).await {
+            Some(services) => services,
+            None => return,
+        }
+    };
+}
+
+#[tokio::test]
+async fn one_to_one_chat_across_nodes() {
+    let services = services!("one_to_one_chat_across_nodes");
+    let cluster = Cluster::start(&services, 2).await;
+    let (mut alice, alice_id) = cluster.user(1, "alice").await;
+    let (mut bob, bob_id) = cluster.user(2, "bob").await;
+
+    let id = alice.send_msg(bob_id, "hello from n1").await;
+    let got = bob.next_msg().await;
+    assert_msg(&got, id, alice_id, "hello from n1");
+    assert_eq!(got["to"], bob_id, "{got}");
+    assert_eq!(got["from_name"], "alice", "{got}");
+
+    let back = bob.send_msg(alice_id, "hello from n2").await;
+    assert!(back > id, "ids increase across nodes: {id} then {back}");
+    assert_msg(&alice.next_msg().await, back, bob_id, "hello from n2");
+
+    // A burst keeps its order across the nodes.
+    let mut sent = Vec::new();
+    for k in 0..20 {
+        sent.push(alice.send_msg(bob_id, &format!("burst {k}")).await);
+    }
+    for (k, id) in sent.iter().enumerate() {
+        assert_msg(&bob.next_msg().await, *id, alice_id, &format!("burst {k}"));
+    }
+    bob.ack(*sent.last().expect("sent")).await;
+
+    // Both see the whole conversation in history, whichever node they ask.
+    let history = bob
+        .ok(json!({"op": "history", "with": alice_id, "limit": 100}))
+        .await;
+    assert_eq!(
+        history["messages"].as_array().map(Vec::len),
+        Some(22),
+        "{history}"
+    );
+}
+
+#[tokio::test]
+async fn group_chat_across_nodes() {
+    let services = services!("group_chat_across_nodes");
+    let cluster = Cluster::start(&services, 3).await;
+    let (mut alice, alice_id) = cluster.user(1, "alice").await;
+    let (mut bob, bob_id) = cluster.user(2, "bob").await;
+    let (mut carol, carol_id) = cluster.user(3, "carol").await;
+    // dave shares alice's node: local and remote members of one group.
+    let (mut dave, dave_id) = cluster.user(1, "dave").await;
+
+    let reply = alice
+        .ok(json!({"op": "create_group", "name": "crabs", "desc": "rust"}))
+        .await;
+    let group = reply["group"]["id"].as_i64().expect("group id");
+    for member in [&mut bob, &mut carol, &mut dave] {
+        member.ok(json!({"op": "join_group", "group": group})).await;
+    }
+
+    // Every member but the sender gets it, on every node.
+    let first = alice.group_send(group, "hello, crabs").await;
+    for member in [&mut bob, &mut carol, &mut dave] {
+        let got = member.next_msg().await;
+        assert_msg(&got, first, alice_id, "hello, crabs");
+        assert_eq!(got["group"], group, "{got}");
+    }
+
+    // A member who joined on another node sends too; the sender is left out again.
+    let second = carol.group_send(group, "hi from n3").await;
+    for member in [&mut alice, &mut bob, &mut dave] {
+        assert_msg(&member.next_msg().await, second, carol_id, "hi from n3");
+    }
+    // alice's next message is bob's: had her own come back, it would have come first.
+    let third = bob.group_send(group, "hi from n2").await;
+    assert_msg(&alice.next_msg().await, third, bob_id, "hi from n2");
+    assert_msg(&carol.next_msg().await, third, bob_id, "hi from n2");
+    assert_msg(&dave.next_msg().await, third, bob_id, "hi from n2");
+    // The same for carol and dave, with a last message from alice.
+    let last = alice.group_send(group, "bye").await;
+    assert_msg(&carol.next_msg().await, last, alice_id, "bye");
+    assert_msg(&dave.next_msg().await, last, alice_id, "bye");
+    assert_msg(&bob.next_msg().await, last, alice_id, "bye");
+
+    // A member who leaves on its node gets nothing more.
+    dave.ok(json!({"op": "leave_group", "group": group})).await;
+    let after = bob.group_send(group, "after dave").await;
+    assert_msg(&alice.next_msg().await, after, bob_id, "after dave");
+    assert_msg(&carol.next_msg().await, after, bob_id, "after dave");
+    let direct = bob.send_msg(dave_id, "just you").await;
+    assert_msg(&dave.next_msg().await, direct, bob_id, "just you");
+
+    // The member list shows everyone online, wherever they are.
+    let members = carol
+        .ok(json!({"op": "group_members", "group": group}))
+        .await;
+    let members = members["members"].as_array().expect("members").clone();
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(
+        members.iter().all(|m| m["online"] == true),
+        "everyone is online: {members:?}"
+    );
+}
+
+#[tokio::test]
+async fn presence_across_nodes() {
+    let services = services!("presence_across_nodes");
+    let cluster = Cluster::start(&services, 2).await;
+    let (mut alice, alice_id) = cluster.user(1, "alice").await;
+    let (mut bob, bob_id) = cluster.register(2, "bob").await;
+
+    let reply = alice.ok(json!({"op": "add_friend", "id": bob_id})).await;
+    assert_eq!(reply["friend"]["online"], false, "{reply}");
+
+    // bob logs in on n2: alice on n1 is told, and bob sees her online.
+    let (login, _) = bob.login("bob").await;
+    let friends = login["friends"].as_array().expect("friends");
+    assert_eq!(friends.len(), 1, "{login}");
+    assert_eq!(friends[0]["id"], alice_id, "{login}");
+    assert_eq!(
+        friends[0]["online"], true,
+        "alice on n1 is online on n2: {login}"
+    );
+    alice.wait_presence(bob_id, true, WAIT).await;
+    assert_eq!(alice.friends().await, vec![(bob_id, true)]);
+    assert_eq!(alice.users().await, sorted(vec![alice_id, bob_id]));
+    assert_eq!(bob.friends().await, vec![(alice_id, true)]);
+    assert_eq!(bob.users().await, sorted(vec![alice_id, bob_id]));
+
+    // A friend made across nodes is told at once, with the online state.
+    let (mut carol, carol_id) = cluster.user(2, "carol").await;
+    let reply = alice.ok(json!({"op": "add_friend", "id": carol_id})).await;
+    assert_eq!(reply["friend"]["online"], true, "{reply}");
+    let added = carol.wait_event("friend_added").await;
+    assert_eq!(added["friend"]["id"], alice_id, "{added}");
+    assert_eq!(added["friend"]["online"], true, "{added}");
+
+    // bob logs out: offline for alice, in events, `friends` and `users`.
+    bob.ok(json!({"op": "logout"})).await;
+    alice.wait_presence(bob_id, false, WAIT).await;
+    assert_eq!(
+        alice.friends().await,
+        vec![(bob_id, false), (carol_id, true)]
+    );
+    assert_eq!(alice.users().await, sorted(vec![alice_id, carol_id]));
+    assert_eq!(carol.users().await, sorted(vec![alice_id, carol_id]));
+
+    // Back on the same connection, then gone with the connection.
+    bob.login("bob").await;
+    alice.wait_presence(bob_id, true, WAIT).await;
+    drop(bob);
+    alice.wait_presence(bob_id, false, WAIT).await;
+    assert_eq!(
+        alice.friends().await,
+        vec![(bob_id, false), (carol_id, true)]
+    );
+
+    // alice goes: her friend on the other node is told.
+    alice.ok(json!({"op": "logout"})).await;
+    carol.wait_presence(alice_id, false, WAIT).await;
+    assert_eq!(carol.friends().await, vec![(alice_id, false)]);
+    assert_eq!(carol.users().await, vec![carol_id]);
+}
+
+#[tokio::test]
+async fn second_login_on_another_node_kicks_the_first() {
+    let services = services!("second_login_on_another_node_kicks_the_first");
+    let cluster = Cluster::start(&services, 3).await;
+    let (mut alice, alice_id) = cluster.register(1, "alice").await;
+    let (mut bob, bob_id) = cluster.user(3, "bob").await;
+    bob.ok(json!({"op": "add_friend", "id": alice_id})).await;
+    alice.login("alice").await;
+    bob.wait_presence(alice_id, true, WAIT).await;
+
+    // A message the first session receives but does not ack.
+    let unacked = bob.send_msg(alice_id, "did you get this?").await;
+    assert_msg(
+        &alice.next_msg().await,
+        unacked,
+        bob_id,
+        "did you get this?",
+    );
+
+    // alice logs in on n2: the n1 session is kicked; the new one gets the unacked message.
+    let mut again = cluster.connect(2, "alice").await;
+    let (_, pending) = again.login("alice").await;
+    let pending_ids: Vec<i64> = pending.iter().filter_map(|m| m["id"].as_i64()).collect();
+    assert_eq!(pending_ids, vec![unacked], "{pending:?}");
+    alice.expect_kicked("logged_in_elsewhere").await;
+
+    // Messages now reach the n2 session; alice stayed online throughout.
+    let next = bob.send_msg(alice_id, "now on n2").await;
+    assert_msg(&again.next_msg().await, next, bob_id, "now on n2");
+    assert_eq!(bob.friends().await, vec![(alice_id, true)]);
+    let mark = again.send_msg(bob_id, "marker").await;
+    let (_, before) = bob
+        .wait_for(WAIT, |e| e["event"] == "msg" && e["id"] == mark)
+        .await;
+    assert!(
+        !before
+            .iter()
+            .any(|e| e["event"] == "presence" && e["online"] == false),
+        "a kick is no logout: {before:?}"
+    );
+
+    // And back to n1: the n2 session is kicked in turn.
+    let mut third = cluster.connect(1, "alice").await;
+    third.login("alice").await;
+    again.expect_kicked("logged_in_elsewhere").await;
+    let last = bob.send_msg(alice_id, "back on n1").await;
+    assert_msg(&third.next_msg().await, last, bob_id, "back on n1");
+}
+
+/// alice on n1 and bob on n2, friends; bob has seen and acked one message; then n2 is
+/// killed with SIGKILL and alice sends to bob. Returns the ids alice sent while bob was
+/// gone, once alice has been told that bob is offline.
+async fn kill_bobs_node(cluster: &mut Cluster) -> (Conn, i64, i64, i64, Vec<i64>) {
+    let (mut alice, alice_id) = cluster.user(1, "alice").await;
+    let (mut bob, bob_id) = cluster.register(2, "bob").await;
+    alice.ok(json!({"op": "add_friend", "id": bob_id})).await;
+    bob.login("bob").await;
+    alice.wait_presence(bob_id, true, WAIT).await;
+    let seen = alice.send_msg(bob_id, "before").await;
+    assert_msg(&bob.next_msg().await, seen, alice_id, "before");
+    bob.ack(seen).await;
+
+    // n2 dies with bob's session on it: no logout, no shutdown, nothing said to anyone.
+    cluster.kill(2).await;
+    drop(bob);
+    let mut sent = Vec::new();
+    for k in 0..3 {
+        sent.push(alice.send_msg(bob_id, &format!("while gone {k}")).await);
+    }
+
+    // bob counts as offline within the node TTL (10 s) and a heartbeat.
+    alice.wait_presence(bob_id, false, DEAD_NODE_WAIT).await;
+    assert_eq!(alice.friends().await, vec![(bob_id, false)]);
+    assert_eq!(alice.users().await, vec![alice_id]);
+    sent.push(alice.send_msg(bob_id, "while gone 3").await);
+    (alice, alice_id, bob_id, seen, sent)
+}
+
+/// bob logs in again on node `i`: he gets everything acknowledged to alice, in order.
+async fn bob_comes_back(
+    cluster: &Cluster,
+    i: usize,
+    alice_id: i64,
+    seen: i64,
+    sent: &[i64],
+) -> Conn {
+    let mut bob = cluster.connect(i, "bob").await;
+    let (login, pending) = bob.login("bob").await;
+    assert_eq!(login["friends"][0]["online"], true, "{login}");
+    // Acks are written in bulk, so the ack of "before" may have died with n2: then that
+    // message comes again (clients drop ids they have), never is one lost.
+    let pending: Vec<_> = pending.into_iter().filter(|m| m["id"] != seen).collect();
+    let ids: Vec<i64> = pending.iter().filter_map(|m| m["id"].as_i64()).collect();
+    assert_eq!(ids, sent, "{pending:?}");
+    for (k, msg) in pending.iter().enumerate() {
+        assert_msg(msg, sent[k], alice_id, &format!("while gone {k}"));
+    }
+    bob
+}
+
+#[tokio::test]
+async fn messages_to_a_user_of_a_killed_node_wait_for_the_next_login() {
+    let services = services!("messages_to_a_user_of_a_killed_node_wait_for_the_next_login");
+    let mut cluster = Cluster::start(&services, 3).await;
+    let (mut alice, alice_id, bob_id, seen, sent) = kill_bobs_node(&mut cluster).await;
+
+    // bob comes back on n1, the node that told alice he was gone.
+    let mut bob = bob_comes_back(&cluster, 1, alice_id, seen, &sent).await;
+    alice.wait_presence(bob_id, true, WAIT).await;
+
+    // The cluster goes on with two nodes.
+    let live = alice.send_msg(bob_id, "welcome back").await;
+    assert_msg(&bob.next_msg().await, live, alice_id, "welcome back");
+    let (mut carol, carol_id) = cluster.user(3, "carol").await;
+    let hi = bob.send_msg(carol_id, "hi carol").await;
+    assert_msg(&carol.next_msg().await, hi, bob_id, "hi carol");
+}
+
+/// Each node notices a dead node on its own heartbeat tick, up to 2 s apart. A login on
+/// a node that still counts the dead node's users as online is taken for a second login
+/// (no presence event), although friends elsewhere were told "offline" already: alice
+/// never hears that bob is back. Fails about one run in four; see the report.
+#[tokio::test]
+#[ignore = "server bug: presence lost when a user logs in on a node that has not reaped the dead node yet"]
+async fn back_on_a_node_that_has_not_noticed_the_death_yet() {
+    let services = services!("back_on_a_node_that_has_not_noticed_the_death_yet");
+    let mut cluster = Cluster::start(&services, 3).await;
+    let (mut alice, alice_id, bob_id, seen, sent) = kill_bobs_node(&mut cluster).await;
+    let _bob = bob_comes_back(&cluster, 3, alice_id, seen, &sent).await;
+    alice.wait_presence(bob_id, true, WAIT).await;
+}
+
+#[tokio::test]
+async fn two_clients_chat_through_nginx() {
+    let services = services!("two_clients_chat_through_nginx");
+    let mut cluster = Cluster::start(&services, 2).await;
+    let Some(front) = cluster.start_nginx("two_clients_chat_through_nginx").await else {
+        return;
+    };
+    // least_conn with alice's connection open sends bob's to the other node.
+    let mut alice = Conn::connect(front, "alice@nginx").await;
+    let alice_id = alice.register("alice").await;
+    alice.login("alice").await;
+    let mut bob = Conn::connect(front, "bob@nginx").await;
+    let bob_id = bob.register("bob").await;
+    bob.login("bob").await;
+
+    let hello = alice.send_msg(bob_id, "through nginx").await;
+    assert_msg(&bob.next_msg().await, hello, alice_id, "through nginx");
+    let back = bob.send_msg(alice_id, "and back").await;
+    assert_msg(&alice.next_msg().await, back, bob_id, "and back");
+
+    // Each node holds one of them: both are online on both nodes.
+    for i in 1..=2 {
+        let (mut carol, carol_id) = cluster.user(i, &format!("carol{i}")).await;
+        assert_eq!(
+            carol.users().await,
+            sorted(vec![alice_id, bob_id, carol_id])
+        );
+        carol.ok(json!({"op": "logout"})).await;
+    }
+}
+
+fn sorted(mut ids: Vec<i64>) -> Vec<i64> {
+    ids.sort_unstable();
+    ids
+}
