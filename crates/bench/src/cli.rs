@@ -87,6 +87,13 @@ pub struct Common {
     /// users are logged in.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Connect with TLS; the server's certificate must name the IP of its `--addr`.
+    #[arg(long)]
+    pub tls: bool,
+    /// With --tls: trust this CA certificate (PEM), e.g. a self-signed server's, instead
+    /// of the system's CAs.
+    #[arg(long, value_name = "PEM", requires = "tls")]
+    pub ca: Option<PathBuf>,
     /// How many loopback source addresses (127.0.0.2, 127.0.0.3, ...) to spread
     /// connections over; 0 lets the kernel choose (one address: ~28,000 ports).
     #[arg(long, default_value_t = 16)]
@@ -198,4 +205,22 @@ pub struct StormOpts {
     /// Seconds the reconnect may take before the users not back count as failed.
     #[arg(long, default_value_t = 30.0)]
     pub timeout: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_needs_tls() {
+        let parse = |args: &[&str]| Cli::try_parse_from(["chat-bench", "chat"].iter().chain(args));
+        assert!(parse(&["--ca", "ca.pem"]).is_err());
+        let cli = parse(&["--tls", "--ca", "ca.pem"]).expect("parses");
+        let common = cli.command.common().expect("a scenario");
+        assert!(common.tls);
+        assert_eq!(common.ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+        for scenario in ["conns", "group", "storm"] {
+            assert!(Cli::try_parse_from(["chat-bench", scenario, "--tls"]).is_ok());
+        }
+    }
 }

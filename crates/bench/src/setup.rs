@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::cli::Common;
-use crate::conn::{Conn, Endpoints};
+use crate::conn::Endpoints;
 use crate::coord::{Coord, Counters};
 use crate::users::{self, LoginCounts, Session, SetupError, TokenCache};
 
@@ -59,7 +59,10 @@ impl Env {
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
             "--prefix must be 1 to 16 characters of letters, digits, '-' and '_'"
         );
-        let ends = Endpoints::new(&common.addrs, common.sources)?;
+        let mut ends = Endpoints::new(&common.addrs, common.sources)?;
+        if common.tls {
+            ends = ends.with_tls(common.ca.as_deref())?;
+        }
         let cache_path = if common.no_token_cache {
             None
         } else {
@@ -87,10 +90,9 @@ impl Env {
         counters: &Counters,
         group: Option<i64>,
     ) -> Result<Session, SetupError> {
-        let (server, source) = self.ends.pick(i);
         let name = users::user_name(&self.prefix, i);
         let work = async {
-            let conn = Conn::connect(server, source).await?;
+            let conn = self.ends.connect(i).await?;
             Counters::bump(&counters.connected);
             let mut session = users::log_in(conn, &name, &self.cache, counts).await?;
             if let Some(group) = group {

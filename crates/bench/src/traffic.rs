@@ -41,6 +41,8 @@ pub struct Shared {
     pub stop: CancellationToken,
     /// Sends waiting for their reply, all connections together.
     pub inflight: AtomicU64,
+    /// Messages of the schedule not sent yet, all connections together (see [`spawn`]).
+    pub to_send: AtomicU64,
     pub run: u32,
     pub streams: Streams,
     pub ack_every: Duration,
@@ -173,6 +175,21 @@ impl Conn<'_> {
     }
 }
 
+/// Starts [`drive`] on a task of its own, counting its messages into `shared.to_send`
+/// first, so that [`finish`] waits for them.
+pub fn spawn(
+    session: Session,
+    receiver: u64,
+    plan: Option<SenderPlan>,
+    clock: Clock,
+    shared: Arc<Shared>,
+) -> tokio::task::JoinHandle<ConnOutcome> {
+    if let Some(p) = &plan {
+        shared.to_send.fetch_add(p.total, Ordering::Relaxed);
+    }
+    tokio::spawn(drive(session, receiver, plan, clock, shared))
+}
+
 /// Runs one connection until `shared.stop`: sends per `plan` (if any), receives and
 /// acks. `receiver` is the connection's local index (its tally shard and stream base).
 pub async fn drive(
@@ -220,14 +237,11 @@ pub async fn drive(
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            ready = io.stream.readable() => {
-                if ready.is_err() {
+            // Reads, and writes whatever the timers below left in the write buffer.
+            read = io.pump() => {
+                if !matches!(read, Ok(true)) {
                     c.out.dropped = true;
                     break;
-                }
-                match io.fill() {
-                    Ok(true) => {}
-                    Ok(false) | Err(_) => { c.out.dropped = true; break; }
                 }
                 let mut open = true;
                 loop {
@@ -246,12 +260,6 @@ pub async fn drive(
                     ack_timer.as_mut().reset((Instant::now() + shared.ack_every).into());
                 }
             }
-            ready = io.stream.writable(), if !io.wbuf.is_empty() => {
-                if ready.is_err() || io.flush().is_err() {
-                    c.out.dropped = true;
-                    break;
-                }
-            }
             () = &mut send_timer, if can_send => {
                 let Some(p) = plan.as_ref() else { break };
                 let elapsed = clock.start.elapsed();
@@ -266,6 +274,7 @@ pub async fn drive(
                     wire::push_message(&mut io.wbuf, &p.prefix, &stamp, p.size);
                     c.inflight += 1;
                     shared.inflight.fetch_add(1, Ordering::Relaxed);
+                    shared.to_send.fetch_sub(1, Ordering::Relaxed);
                     next += 1;
                 }
                 let wake = if next < total { clock.start + due_at(next) } else { far };
@@ -292,13 +301,25 @@ pub async fn drive(
     }
     // Sends whose reply never came are not counted as sent; they stop being in flight.
     shared.inflight.fetch_sub(c.inflight, Ordering::Relaxed);
+    shared.to_send.fetch_sub(total - next, Ordering::Relaxed);
     if c.out.dropped {
         Counters::bump(&shared.counters.dropped);
     } else if c.max_id > c.acked {
-        // A last ack, so that nothing stays pending for the next run.
+        // A last ack, so that nothing stays pending for the next run; its reply is
+        // awaited, so that the server has taken it before the connection closes.
+        let rid = control_rid + 1;
         let mut frame = Vec::new();
-        wire::push_ack(&mut frame, control_rid + 1, c.max_id);
-        let _ = tokio::time::timeout(Duration::from_secs(1), io.write_now(&frame)).await;
+        wire::push_ack(&mut frame, rid, c.max_id);
+        let last_ack = async {
+            io.write_now(&frame).await?;
+            while let Some(line) = io.next_line().await? {
+                if Frame::parse(&line).is_some_and(|f| f.event.is_none() && f.rid == Some(rid)) {
+                    break;
+                }
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), last_ack).await;
     }
     c.out.unsent = total - next;
     if let Some(p) = &plan {
@@ -315,7 +336,8 @@ pub struct Outcome {
     pub active_secs: f64,
 }
 
-/// Waits until the send phase is over and no send is in flight, tells the other processes
+/// Waits until the send phase is over, every message of the schedule has been sent (the
+/// last ones may be due a timer tick before the end) and no send is in flight, tells the other processes
 /// how many messages this one got confirmed (`phase("sent")`), turns the sum into the
 /// number of deliveries this process expects with `expect`, waits (at most `drain`) until
 /// they have arrived, then stops every connection.
@@ -341,7 +363,10 @@ pub async fn finish(
             *last_change = Instant::now();
         }
     };
-    while shared.inflight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+    let busy = || {
+        shared.inflight.load(Ordering::Relaxed) > 0 || shared.to_send.load(Ordering::Relaxed) > 0
+    };
+    while busy() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
         watch(&mut last_delivered, &mut last_change);
     }

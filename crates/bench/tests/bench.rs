@@ -48,6 +48,8 @@ fn common(addr: SocketAddr, cache: &Path) -> Common {
         token_cache: Some(cache.to_path_buf()),
         no_token_cache: false,
         server_pid: Some(std::process::id()),
+        tls: false,
+        ca: None,
         sources: 4,
         login_concurrency: 64,
         setup_timeout: 30.0,

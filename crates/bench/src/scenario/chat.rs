@@ -57,6 +57,7 @@ pub async fn run(opts: &ChatOpts, traffic: &TrafficOpts, coord: &Coord) -> anyho
         tally: Shards::new(64),
         stop: CancellationToken::new(),
         inflight: AtomicU64::new(0),
+        to_send: AtomicU64::new(0),
         run: coord.run,
         streams: Streams::BySender,
         ack_every: Duration::from_millis(traffic.ack_ms.max(1)),
@@ -86,13 +87,13 @@ pub async fn run(opts: &ChatOpts, traffic: &TrafficOpts, coord: &Coord) -> anyho
                 max_inflight: traffic.max_inflight.max(1),
             }
         });
-        tasks.push(tokio::spawn(traffic::drive(
+        tasks.push(traffic::spawn(
             session,
             local as u64,
             plan,
             clock,
             shared.clone(),
-        )));
+        ));
     }
     let drain = Duration::from_secs_f64(traffic.drain.max(0.0));
     // Pairs are local: this process expects exactly what its own senders got confirmed.

@@ -30,8 +30,8 @@ async fn hold(
         tokio::select! {
             biased;
             _ = stop.cancelled() => break true,
-            ready = io.stream.readable() => {
-                if ready.is_err() || !matches!(io.fill(), Ok(true)) {
+            read = io.pump() => {
+                if !matches!(read, Ok(true)) {
                     break false;
                 }
                 let mut open = true;
@@ -44,11 +44,6 @@ async fn hold(
                     }
                 }
                 if !open {
-                    break false;
-                }
-            }
-            ready = io.stream.writable(), if !io.wbuf.is_empty() => {
-                if ready.is_err() || io.flush().is_err() {
                     break false;
                 }
             }

@@ -95,6 +95,7 @@ pub async fn run(opts: &GroupOpts, coord: &Coord) -> anyhow::Result<Record> {
         tally: Shards::new(64),
         stop: CancellationToken::new(),
         inflight: AtomicU64::new(0),
+        to_send: AtomicU64::new(0),
         run: coord.run,
         streams: Streams::ByPair {
             senders: opts.senders,
@@ -125,13 +126,13 @@ pub async fn run(opts: &GroupOpts, coord: &Coord) -> anyhow::Result<Record> {
                 max_inflight: traffic.max_inflight.max(1),
             }
         });
-        tasks.push(tokio::spawn(traffic::drive(
+        tasks.push(traffic::spawn(
             session,
             local as u64,
             plan,
             clock,
             shared.clone(),
-        )));
+        ));
     }
     let drain = Duration::from_secs_f64(traffic.drain.max(0.0));
     // Each confirmed post reaches every online member here but its sender.

@@ -19,10 +19,9 @@ async fn come_back(
     token: String,
     deadline: Instant,
 ) -> Result<(Conn, Instant), SetupError> {
-    let (server, source) = ends.pick(i);
     loop {
         let attempt = async {
-            let conn = Conn::connect(server, source).await?;
+            let conn = ends.connect(i).await?;
             users::resume(conn, &token).await
         };
         match tokio::time::timeout_at(deadline.into(), attempt).await {
