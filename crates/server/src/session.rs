@@ -472,8 +472,8 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         result
     }
 
-    /// Becomes `user`'s session: registers in the hub (kicking an older session) and
-    /// tells friends, unless an older session of the user was replaced.
+    /// Becomes `user`'s session: registers in the hub (kicking an older session). Returns
+    /// whether friends should hear that the user came online.
     pub(crate) fn start_login(
         &mut self,
         user: User,
@@ -491,7 +491,6 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
             queue: tx,
             signal: signal.clone(),
         };
-        let was_online = self.ctx.hub.is_online(user.id);
         let replaced = self.ctx.hub.register(handle);
         if let Some(old) = &replaced {
             old.signal.kick(kick_reason::LOGGED_IN_ELSEWHERE);
@@ -509,7 +508,11 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
             friends_changed: false,
         });
         self.needs_sync = true;
-        !was_online
+        // Friends hear "online" unless this login replaced a session on this node. A login
+        // that replaces one on another node announces too: that node may be dead and its
+        // users already announced offline by another node, and a repeated "online" is
+        // harmless where a missing one is not.
+        replaced.is_none()
     }
 
     /// Leaves the hub; tells friends if this was the user's live session.

@@ -228,6 +228,9 @@ impl Cluster {
             .args(["--redis-prefix", &self.prefix])
             .args(["--node-id", &format!("n{i}")])
             .args(["--hash-memory-kib", "8", "--hash-iterations", "1"])
+            .args(["--auth-rate", "100000", "--auth-burst", "100000"])
+            // The user named `root` is an admin on every node (the admin tests use it).
+            .args(["--admins", "root"])
             .args(["--shutdown-grace", "1"])
             .env("RUST_LOG", "info")
             .env_remove("CHATD_LISTEN")

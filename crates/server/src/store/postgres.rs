@@ -408,14 +408,22 @@ impl PendingAcks {
             .is_empty()
     }
 
-    fn take(&self) -> HashMap<UserId, MsgId> {
-        std::mem::take(&mut *self.cursors.lock().unwrap_or_else(|e| e.into_inner()))
+    /// A copy of the noted acks, to write. They stay noted until [`PendingAcks::forget`]
+    /// after the commit, so that a login meanwhile still sees them.
+    fn snapshot(&self) -> HashMap<UserId, MsgId> {
+        self.cursors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
-    /// Puts back acks whose write failed, keeping any newer ones noted since.
-    fn restore(&self, acks: HashMap<UserId, MsgId>) {
-        for (user, up_to) in acks {
-            self.note(user, up_to);
+    /// Forgets the acks written, but for any newer one noted since.
+    fn forget(&self, written: &HashMap<UserId, MsgId>) {
+        let mut cursors = self.cursors.lock().unwrap_or_else(|e| e.into_inner());
+        for (user, up_to) in written {
+            if cursors.get(user).is_some_and(|now| now <= up_to) {
+                cursors.remove(user);
+            }
         }
     }
 }
@@ -759,7 +767,7 @@ impl Writer {
             }
         }
         let acks = if flush_acks {
-            self.acks.take()
+            self.acks.snapshot()
         } else {
             HashMap::new()
         };
@@ -775,6 +783,7 @@ impl Writer {
         .await;
         match outcome {
             Ok(()) => {
+                self.acks.forget(&acks);
                 // Announce before answering, so that a message is on its way to its
                 // recipients no later than its sender hears it is stored.
                 if !done.commits.is_empty() {
@@ -794,7 +803,6 @@ impl Writer {
                 // A statement may be in flight: drop the connection, and with it the
                 // transaction (the server rolls it back); the next batch reconnects.
                 self.conn = None;
-                self.acks.restore(acks);
                 self.known_users.clear();
                 for finish in done.finishers {
                     finish(Some(&e));
