@@ -304,9 +304,12 @@ pub async fn drive(
     shared.to_send.fetch_sub(total - next, Ordering::Relaxed);
     if c.out.dropped {
         Counters::bump(&shared.counters.dropped);
-    } else if c.max_id > c.acked {
+    } else if c.max_id > 0 {
         // A last ack, so that nothing stays pending for the next run; its reply is
-        // awaited, so that the server has taken it before the connection closes.
+        // awaited, so that the server has taken it (and, replies coming in order, every
+        // ack before it) before the connection closes. Sent even when the last periodic
+        // ack covered everything: that one's reply may not have come yet, and closing a
+        // socket with unread data resets it, which can lose the ack on the server's side.
         let rid = control_rid + 1;
         let mut frame = Vec::new();
         wire::push_ack(&mut frame, rid, c.max_id);
@@ -319,7 +322,7 @@ pub async fn drive(
             }
             Ok::<(), std::io::Error>(())
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), last_ack).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), last_ack).await;
     }
     c.out.unsent = total - next;
     if let Some(p) = &plan {

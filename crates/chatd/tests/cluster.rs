@@ -5,6 +5,8 @@
 
 #[path = "cluster/conn.rs"]
 mod conn;
+#[path = "cluster/proxy.rs"]
+mod proxy;
 #[path = "cluster/util.rs"]
 mod util;
 
@@ -13,6 +15,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use conn::{assert_msg, Conn};
+use proxy::Proxy;
 use util::{Cluster, Services, DEAD_NODE_WAIT, WAIT};
 
 /// The services, or return from the test (skipped).
@@ -399,4 +402,54 @@ async fn until_reply(conn: &mut Conn, to: i64, done: impl Fn(&Value) -> bool) ->
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Redis goes away for a while: each node keeps serving its own users, messages between
+/// nodes still arrive (read from PostgreSQL), and once Redis is back the nodes resubscribe
+/// and presence works across them again.
+#[tokio::test]
+async fn the_cluster_rides_out_a_redis_outage() {
+    let services = services!("the_cluster_rides_out_a_redis_outage");
+    let proxy = Proxy::start(services.redis_addr()).await;
+    let services = services.with_redis(format!("redis://{}", proxy.addr()));
+    let cluster = Cluster::start(&services, 2).await;
+    let (mut alice, alice_id) = cluster.user(1, "alice").await;
+    let (mut carol, carol_id) = cluster.user(1, "carol").await;
+    let (mut bob, bob_id) = cluster.user(2, "bob").await;
+    alice.ok(json!({"op": "add_friend", "id": bob_id})).await;
+    bob.wait_event("friend_added").await;
+
+    proxy.cut();
+    // On one node: delivered at once, Redis or not.
+    let local = alice.send_msg(carol_id, "local, Redis down").await;
+    assert_msg(
+        &carol.next_msg().await,
+        local,
+        alice_id,
+        "local, Redis down",
+    );
+    // Across nodes: the other node reads it from PostgreSQL.
+    let across = alice.send_msg(bob_id, "across, Redis down").await;
+    assert_msg(
+        &bob.next_msg().await,
+        across,
+        alice_id,
+        "across, Redis down",
+    );
+
+    proxy.restore();
+    // Once node 1 sees a login on node 2 again, both are back on Redis.
+    let (_dave, dave_id) = cluster.user(2, "dave").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !alice.users().await.contains(&dave_id) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 1 never saw node 2's login after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bob.ok(json!({"op": "logout"})).await;
+    alice.wait_presence(bob_id, false, WAIT).await;
+    let after = alice.send_msg(bob_id, "after").await;
+    assert!(after > across);
 }

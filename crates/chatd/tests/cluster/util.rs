@@ -52,6 +52,20 @@ fn skip(test: &str, why: &str) {
 }
 
 impl Services {
+    /// Redis's `host:port`.
+    pub(crate) fn redis_addr(&self) -> String {
+        let rest = self.redis.strip_prefix("redis://").unwrap_or(&self.redis);
+        rest.split('/').next().unwrap_or(rest).to_string()
+    }
+
+    /// The same services with Redis reached at another URL (through a proxy).
+    pub(crate) fn with_redis(&self, url: String) -> Services {
+        Services {
+            postgres: self.postgres.clone(),
+            redis: url,
+        }
+    }
+
     /// The services from the environment if both answer; otherwise `None` after saying
     /// why the test is skipped (or a panic when services are required).
     pub(crate) async fn get(test: &str) -> Option<Services> {

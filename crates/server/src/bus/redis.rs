@@ -103,11 +103,14 @@ impl RedisBus {
 
 impl Bus for RedisBus {
     fn publish(&self, users: &[UserId], frame: Arc<Frame>) {
+        // Users not on this node go to the others whether or not this node knows them
+        // online: a login elsewhere may not have reached this node's replica yet, and the
+        // node that holds the session is the one that knows.
         let mut elsewhere = Vec::new();
         for user in users {
             if self.hub.is_local(*user) {
                 self.hub.deliver(*user, &frame);
-            } else if self.hub.is_online(*user) {
+            } else {
                 elsewhere.push(*user);
             }
         }
@@ -141,7 +144,7 @@ impl Bus for RedisBus {
     }
 
     fn kick(&self, user: UserId, message: Option<String>) {
-        if !self.hub.kick_by_admin(user, message.clone()) && self.hub.is_online(user) {
+        if !self.hub.kick_by_admin(user, message.clone()) {
             self.send(Outgoing::Event(ClusterEvent::Kick {
                 node: self.node.to_string(),
                 user,

@@ -1546,6 +1546,9 @@ impl Store for PgStore {
     }
 
     async fn snapshot(&self, user: UserId) -> StoreResult<Snapshot> {
+        // The noted acks first, then the table: a flush that commits in between is then
+        // seen in the table (reading the other way round could miss it in both).
+        let noted = self.acks.get(user);
         let mut snapshot = self
             .read(|c| async move {
                 // One connection, three queries in flight at once (pipelined).
@@ -1563,7 +1566,7 @@ impl Store for PgStore {
                 })
             })
             .await?;
-        if let Some(noted) = self.acks.get(user) {
+        if let Some(noted) = noted {
             snapshot.ack_cursor = snapshot.ack_cursor.max(noted);
         }
         Ok(snapshot)
@@ -1653,13 +1656,12 @@ impl Store for PgStore {
     }
 
     async fn ack_cursor(&self, user: UserId) -> StoreResult<MsgId> {
+        // Noted acks first, then the table (see `snapshot`).
+        let noted = self.acks.get(user);
         let stored = self
             .read(|c| async move { cursor_of(&c, user).await })
             .await?;
-        Ok(self
-            .acks
-            .get(user)
-            .map_or(stored, |noted| noted.max(stored)))
+        Ok(noted.map_or(stored, |noted| noted.max(stored)))
     }
 
     async fn pending(

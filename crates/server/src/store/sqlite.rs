@@ -1302,6 +1302,9 @@ impl Store for SqliteStore {
     }
 
     async fn snapshot(&self, user: UserId) -> StoreResult<Snapshot> {
+        // The noted acks first, then the table: a flush that commits in between is then
+        // seen in the table (reading the other way round could miss it in both).
+        let noted = self.acks.get(user);
         let mut snapshot = self
             .read(move |c| {
                 Ok(Snapshot {
@@ -1316,7 +1319,7 @@ impl Store for SqliteStore {
                 })
             })
             .await?;
-        if let Some(noted) = self.acks.get(user) {
+        if let Some(noted) = noted {
             snapshot.ack_cursor = snapshot.ack_cursor.max(noted);
         }
         Ok(snapshot)
@@ -1402,11 +1405,10 @@ impl Store for SqliteStore {
     }
 
     async fn ack_cursor(&self, user: UserId) -> StoreResult<MsgId> {
+        // Noted acks first, then the table (see `snapshot`).
+        let noted = self.acks.get(user);
         let stored = self.read(move |c| cursor_of(c, user)).await?;
-        Ok(self
-            .acks
-            .get(user)
-            .map_or(stored, |noted| noted.max(stored)))
+        Ok(noted.map_or(stored, |noted| noted.max(stored)))
     }
 
     async fn pending(
