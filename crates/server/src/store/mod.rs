@@ -12,6 +12,7 @@
 
 pub mod postgres;
 pub mod sqlite;
+mod writes;
 
 use std::sync::Arc;
 

@@ -21,6 +21,7 @@ use chat_proto::{GroupId, MsgId, UserId};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use super::writes::{fail, finisher, Finisher, PendingAcks, Reply, Write};
 use super::{
     Commit, CommitBatch, CommitLog, Conversation, Credentials, GroupRow, GroupWithMembers,
     Snapshot, Store, StoreError, StoreResult,
@@ -82,93 +83,6 @@ fn row_to_msg(row: &rusqlite::Row<'_>) -> rusqlite::Result<Msg> {
 
 fn role_of(text: &str) -> Role {
     Role::parse(text).unwrap_or(Role::Member)
-}
-
-type Reply<T> = oneshot::Sender<StoreResult<T>>;
-
-/// One queued write.
-enum Write {
-    CreateUser {
-        name: String,
-        hash: String,
-        reply: Reply<User>,
-    },
-    CreateToken {
-        user: UserId,
-        hash: Vec<u8>,
-        expires_ms: i64,
-        reply: Reply<()>,
-    },
-    DeleteToken {
-        hash: Vec<u8>,
-        reply: Reply<()>,
-    },
-    AddFriend {
-        user: UserId,
-        friend: UserId,
-        reply: Reply<User>,
-    },
-    RemoveFriend {
-        user: UserId,
-        friend: UserId,
-        reply: Reply<()>,
-    },
-    CreateGroup {
-        creator: UserId,
-        name: String,
-        desc: String,
-        reply: Reply<GroupRow>,
-    },
-    JoinGroup {
-        group: GroupId,
-        user: UserId,
-        reply: Reply<GroupRow>,
-    },
-    LeaveGroup {
-        group: GroupId,
-        user: UserId,
-        reply: Reply<()>,
-    },
-    DeleteGroup {
-        group: GroupId,
-        user: UserId,
-        reply: Reply<Vec<UserId>>,
-    },
-    Send {
-        from: User,
-        to: UserId,
-        text: String,
-        reply: Reply<Arc<Msg>>,
-    },
-    GroupSend {
-        from: User,
-        group: GroupId,
-        text: String,
-        reply: Reply<Arc<Msg>>,
-    },
-    GroupKick {
-        group: GroupId,
-        by: UserId,
-        member: UserId,
-        reply: Reply<()>,
-    },
-    /// Write the acks noted since the last flush.
-    FlushAcks,
-    Close {
-        reply: oneshot::Sender<()>,
-    },
-}
-
-/// Answers a caller once the batch's fate is known.
-type Finisher = Box<dyn FnOnce(Option<&StoreError>) + Send>;
-
-fn finisher<T: Send + 'static>(reply: Reply<T>, result: StoreResult<T>) -> Finisher {
-    Box::new(move |commit_error| {
-        let _ = reply.send(match commit_error {
-            None => result,
-            Some(e) => Err(e.clone()),
-        });
-    })
 }
 
 /// The embedded SQLite store.
@@ -277,56 +191,6 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         self.reads.run(f).await
-    }
-}
-
-/// Acks noted in memory until the writer writes them: the newest cursor per user.
-///
-/// Acks are many (a client acks what it shows) and need not be durable at once: an ack
-/// lost in a crash only means the message is delivered again (clients drop a message id
-/// they have), never that one is lost. Writing them in bulk, one row per user per
-/// interval, keeps them from dominating the writer.
-#[derive(Debug, Default)]
-struct PendingAcks {
-    cursors: Mutex<HashMap<UserId, MsgId>>,
-}
-
-impl PendingAcks {
-    fn note(&self, user: UserId, up_to: MsgId) {
-        let mut cursors = self.cursors.lock().unwrap_or_else(|e| e.into_inner());
-        let cursor = cursors.entry(user).or_insert(up_to);
-        *cursor = (*cursor).max(up_to);
-    }
-
-    fn get(&self, user: UserId) -> Option<MsgId> {
-        let cursors = self.cursors.lock().unwrap_or_else(|e| e.into_inner());
-        cursors.get(&user).copied()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.cursors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
-    }
-
-    /// A copy of the noted acks, to write. They stay noted until [`PendingAcks::forget`]
-    /// after the commit, so that a login meanwhile still sees them.
-    fn snapshot(&self) -> HashMap<UserId, MsgId> {
-        self.cursors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Forgets the acks written, but for any newer one noted since.
-    fn forget(&self, written: &HashMap<UserId, MsgId>) {
-        let mut cursors = self.cursors.lock().unwrap_or_else(|e| e.into_inner());
-        for (user, up_to) in written {
-            if cursors.get(user).is_some_and(|now| now <= up_to) {
-                cursors.remove(user);
-            }
-        }
     }
 }
 
@@ -932,26 +796,6 @@ impl Writer {
             to: None,
             group: Some(group),
         }))
-    }
-}
-
-/// Answers a write that could not run because its transaction could not begin.
-fn fail(write: Write, error: &StoreError) {
-    fn refuse<T>(reply: Reply<T>, error: &StoreError) {
-        let _ = reply.send(Err(error.clone()));
-    }
-    match write {
-        Write::CreateUser { reply, .. } | Write::AddFriend { reply, .. } => refuse(reply, error),
-        Write::CreateToken { reply, .. }
-        | Write::DeleteToken { reply, .. }
-        | Write::RemoveFriend { reply, .. }
-        | Write::LeaveGroup { reply, .. }
-        | Write::GroupKick { reply, .. } => refuse(reply, error),
-        Write::CreateGroup { reply, .. } | Write::JoinGroup { reply, .. } => refuse(reply, error),
-        Write::DeleteGroup { reply, .. } => refuse(reply, error),
-        Write::Send { reply, .. } | Write::GroupSend { reply, .. } => refuse(reply, error),
-        Write::FlushAcks => {}
-        Write::Close { reply } => drop(reply.send(())),
     }
 }
 
