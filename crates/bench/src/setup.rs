@@ -32,6 +32,23 @@ pub struct Setup {
 
 impl Setup {
     /// Users logged in.
+    /// A record for `scenario` over `users` users, with this set-up's counts filled in.
+    pub fn record(&self, scenario: &str, users: u64) -> crate::record::Record {
+        crate::record::Record {
+            scenario: scenario.into(),
+            procs: 1,
+            users,
+            logged_in: self.logged_in(),
+            login_secs: self.login_secs,
+            logins_token: self.logins_token,
+            logins_password: self.logins_password,
+            registered: self.registered,
+            setup_errors: self.errors.clone(),
+            stray: self.stray,
+            ..crate::record::Record::default()
+        }
+    }
+
     pub fn logged_in(&self) -> u64 {
         self.sessions.iter().filter(|s| s.is_some()).count() as u64
     }

@@ -35,19 +35,9 @@ pub async fn run(opts: &ChatOpts, traffic: &TrafficOpts, coord: &Coord) -> anyho
         .map(|s| s.as_ref().map(|s| s.id))
         .collect();
     let mut record = Record {
-        scenario: "chat".into(),
-        procs: 1,
-        users: range.end - range.start,
-        logged_in: setup.logged_in(),
-        login_secs: setup.login_secs,
-        logins_token: setup.logins_token,
-        logins_password: setup.logins_password,
-        registered: setup.registered,
-        setup_errors: setup.errors.clone(),
-        stray: setup.stray,
         rate: Some(traffic.rate),
         duration_secs: traffic.duration,
-        ..Record::default()
+        ..setup.record("chat", range.end - range.start)
     };
     coord.phase("online", 0).await?;
     record.set_rss(coord.rss());

@@ -70,18 +70,8 @@ pub async fn run(opts: &ConnsOpts, coord: &Coord) -> anyhow::Result<Record> {
     let _progress = coord.progress("conns");
     let setup = env.log_in_all(range.clone(), coord, None).await;
     let mut record = Record {
-        scenario: "conns".into(),
-        procs: 1,
-        users: n,
-        logged_in: setup.logged_in(),
-        login_secs: setup.login_secs,
-        logins_token: setup.logins_token,
-        logins_password: setup.logins_password,
-        registered: setup.registered,
-        setup_errors: setup.errors.clone(),
-        stray: setup.stray,
         duration_secs: opts.hold,
-        ..Record::default()
+        ..setup.record("conns", n)
     };
     coord.phase("online", 0).await?;
     record.set_rss(coord.rss());

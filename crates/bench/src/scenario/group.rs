@@ -69,22 +69,12 @@ pub async fn run(opts: &GroupOpts, coord: &Coord) -> anyhow::Result<Record> {
     let setup = env.log_in_all(range.clone(), coord, Some(group)).await;
     let local_senders = (range.start..range.end.min(opts.senders)).count() as u64;
     let mut record = Record {
-        scenario: "group".into(),
-        procs: 1,
-        users: range.end - range.start,
-        logged_in: setup.logged_in(),
-        login_secs: setup.login_secs,
-        logins_token: setup.logins_token,
-        logins_password: setup.logins_password,
-        registered: setup.registered,
-        setup_errors: setup.errors.clone(),
-        stray: setup.stray,
         rate: Some(traffic.rate),
         duration_secs: traffic.duration,
         group: Some(group),
         members: Some(range.end - range.start),
         senders: Some(local_senders),
-        ..Record::default()
+        ..setup.record("group", range.end - range.start)
     };
     let online_here = setup.logged_in();
     coord.phase("online", 0).await?;

@@ -47,19 +47,7 @@ pub async fn run(opts: &StormOpts, coord: &Coord) -> anyhow::Result<Record> {
     coord.start();
     let _progress = coord.progress("storm");
     let setup = env.log_in_all(range.clone(), coord, None).await;
-    let mut record = Record {
-        scenario: "storm".into(),
-        procs: 1,
-        users: n,
-        logged_in: setup.logged_in(),
-        login_secs: setup.login_secs,
-        logins_token: setup.logins_token,
-        logins_password: setup.logins_password,
-        registered: setup.registered,
-        setup_errors: setup.errors.clone(),
-        stray: setup.stray,
-        ..Record::default()
-    };
+    let mut record = setup.record("storm", n);
     coord.phase("online", 0).await?;
     record.set_rss(coord.rss());
 
