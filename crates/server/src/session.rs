@@ -68,26 +68,49 @@ pub(crate) async fn serve_tcp(
             .await;
         }
         Some(acceptor) => {
-            // The handshake counts against the login deadline.
-            match tokio::time::timeout_at(login_deadline, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => {
-                    let (read, write) = tokio::io::split(stream);
-                    serve_stream(
-                        ctx,
-                        read,
-                        write,
-                        conn_id,
-                        peer.ip(),
-                        login_deadline,
-                        shutdown,
-                    )
-                    .instrument(span)
-                    .await;
-                }
-                Ok(Err(e)) => tracing::debug!(parent: &span, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(parent: &span, "TLS handshake timed out"),
-            }
+            // Boxed: a future is as large as its largest branch, and a TLS handshake in
+            // flight is large; plain connections must not carry its size for their life.
+            Box::pin(serve_tls(
+                ctx,
+                stream,
+                acceptor,
+                conn_id,
+                peer,
+                login_deadline,
+                shutdown,
+            ))
+            .instrument(span)
+            .await;
         }
+    }
+}
+
+/// Serves a connection in TLS: the handshake (within the login deadline), then the stream.
+async fn serve_tls(
+    ctx: Arc<Ctx>,
+    stream: TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    conn_id: u64,
+    peer: SocketAddr,
+    login_deadline: Instant,
+    shutdown: CancellationToken,
+) {
+    match tokio::time::timeout_at(login_deadline, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let (read, write) = tokio::io::split(stream);
+            serve_stream(
+                ctx,
+                read,
+                write,
+                conn_id,
+                peer.ip(),
+                login_deadline,
+                shutdown,
+            )
+            .await;
+        }
+        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!("TLS handshake timed out"),
     }
 }
 
@@ -107,10 +130,12 @@ async fn serve_stream<R, W>(
 {
     let max_frame = ctx.config.max_frame;
     let mut first = BytesMut::with_capacity(256);
-    let sniffed = tokio::time::timeout_at(
+    // Boxed: the sniffing (a read and a timer) lasts one frame; inline, its state would be
+    // laid out beside the session loop for the connection's whole life.
+    let sniffed = Box::pin(tokio::time::timeout_at(
         login_deadline,
         sniff_stream(&mut read, &mut first, max_frame),
-    )
+    ))
     .await;
     // A connection that says nothing in time is a native one past its login deadline.
     let protocol = sniffed.unwrap_or(Protocol::Native);
@@ -126,7 +151,9 @@ async fn serve_stream<R, W>(
             let frames = FramedRead::with_capacity(read, ClassicCodec::new(max_frame), 256);
             let dialect = ClassicDialect::new();
             let session = Session::new(ctx, conn_id, peer, write, dialect, login_deadline);
-            session.run(frames, shutdown).await;
+            // Boxed, as the TLS path is: its dialect's state would otherwise widen every
+            // native session's future.
+            Box::pin(session.run(frames, shutdown)).await;
         }
     }
 }
@@ -248,11 +275,10 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
             let signal = self.login.as_ref().map(|l| l.signal.clone());
             let step = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => {
-                    self.drain_queue().await;
-                    self.kicked(kick_reason::SHUTDOWN).await
-                }
-                reason = kicked(signal.as_deref()) => self.kicked(reason).await,
+                // The ending paths are boxed: they run once, and inline they would widen
+                // every session's future by a write and its timer.
+                _ = shutdown.cancelled() => Box::pin(self.shut_down()).await,
+                reason = kicked(signal.as_deref()) => Box::pin(self.kicked(reason)).await,
                 // Deliveries before new requests: a client that pipelines requests must not
                 // starve its own incoming messages; reading it later is its backpressure.
                 frame = next_queued(&mut self.login) => Box::pin(self.on_queued(frame)).await,
@@ -267,15 +293,14 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
                             format!("frame longer than {limit} bytes"),
                         );
                         self.dialect.reply("", &e.frame(&Rid::NONE), &mut self.out);
-                        let _ = self.flush().await;
-                        self.kicked(kick_reason::TOO_LARGE).await
+                        Box::pin(self.kicked(kick_reason::TOO_LARGE)).await
                     }
                     Some(Err(FrameError::Io(_))) | None => Step::Close,
                 },
                 _ = &mut timer => {
                     let (deadline, reason) = self.next_deadline(idle_deadline);
                     if deadline <= Instant::now() {
-                        self.kicked(reason).await
+                        Box::pin(self.kicked(reason)).await
                     } else {
                         timer.as_mut().reset(deadline);
                         Step::Continue
@@ -435,6 +460,12 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         if self.flush().await.is_ok() {
             self.ack_written().await;
         }
+    }
+
+    /// Writes out what is queued, then `kicked` with reason `shutdown`.
+    async fn shut_down(&mut self) -> Step {
+        self.drain_queue().await;
+        self.kicked(kick_reason::SHUTDOWN).await
     }
 
     async fn kicked(&mut self, reason: &'static str) -> Step {
