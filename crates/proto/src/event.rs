@@ -63,10 +63,43 @@ pub enum Event {
     Synced,
 }
 
+/// A `msg` event written straight from a borrowed [`Msg`]: the same JSON as
+/// `Event::Msg(msg.clone()).to_json()`, without copying the message to write it.
+pub fn msg_json(msg: &Msg) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct MsgEvent<'a> {
+        event: &'static str,
+        #[serde(flatten)]
+        msg: &'a Msg,
+    }
+    serde_json::to_vec(&MsgEvent { event: "msg", msg }).unwrap_or_default()
+}
+
 impl Event {
     /// This event as one frame of JSON text, without a line ending.
     pub fn to_json(&self) -> String {
         // Serializing these plain types cannot fail.
         serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msg_json_is_the_msg_event() {
+        let msg = Msg {
+            id: 7,
+            ts: 1,
+            from: 2,
+            from_name: "bob".into(),
+            text: "hi \"there\"".into(),
+            to: Some(3),
+            group: None,
+        };
+        let borrowed: serde_json::Value = serde_json::from_slice(&msg_json(&msg)).unwrap();
+        let owned: serde_json::Value = serde_json::from_str(&Event::Msg(msg).to_json()).unwrap();
+        assert_eq!(borrowed, owned);
     }
 }

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chat_proto::{Event, GroupId, MsgId, UserId};
+use chat_proto::{GroupId, MsgId, UserId};
 
 use crate::hub::{Frame, Hub};
 use crate::store::{Commit, CommitLog, Store};
@@ -28,8 +28,7 @@ pub async fn run(mut log: CommitLog, store: Arc<dyn Store>, hub: Hub) {
         for commit in batch.commits {
             match commit {
                 Commit::Msg(msg) => {
-                    let frame =
-                        Frame::msg(msg.id, Event::Msg((*msg).clone()).to_json().into_bytes());
+                    let frame = Frame::msg(msg.id, chat_proto::event::msg_json(&msg));
                     if let Some(to) = msg.to {
                         hub.deliver(to, &frame);
                     } else if let Some(group) = msg.group {

@@ -15,7 +15,7 @@ use chat_proto::event::kick_reason;
 use chat_proto::request::Rid;
 use chat_proto::types::User;
 use chat_proto::{ErrorCode, Event, MsgId, UserId};
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -488,16 +488,34 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let write = async {
-            match self.dialect.frame_end() {
-                None => self.writer.write_all(&self.out).await,
-                Some(end) => write_each(&mut self.writer, &self.out, end).await,
+        // Most writes go straight into the socket's buffer: try that first, and arm the
+        // write timeout (a timer) only for the rest, when the client is slow to read.
+        let mut written = 0;
+        if self.dialect.frame_end().is_none() {
+            while written < self.out.len() {
+                match self.writer.write(&self.out[written..]).now_or_never() {
+                    Some(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Some(Ok(n)) => written += n,
+                    Some(Err(e)) => return Err(e),
+                    None => break, // Would block: nothing was written by this attempt.
+                }
             }
+        }
+        let rest = &self.out[written..];
+        let result = if rest.is_empty() {
+            Ok(())
+        } else {
+            let write = async {
+                match self.dialect.frame_end() {
+                    None => self.writer.write_all(rest).await,
+                    Some(end) => write_each(&mut self.writer, rest, end).await,
+                }
+            };
+            // A client that does not read must not hold its session open for ever.
+            tokio::time::timeout(self.ctx.config.write_timeout, write)
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
         };
-        // A client that does not read must not hold its session open for ever.
-        let result = tokio::time::timeout(self.ctx.config.write_timeout, write)
-            .await
-            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
         // An idle session keeps no buffer: most sessions are idle most of the time.
         self.out = Vec::new();
         result
