@@ -30,8 +30,22 @@ pub struct Setup {
     pub stray: u64,
 }
 
+/// How often users logged in early are pinged while the others are still logging in: a
+/// long set-up must not let the server close them as idle (its default idle timeout is
+/// 90 s).
+const KEEPALIVE: Duration = Duration::from_secs(30);
+
 impl Setup {
-    /// Users logged in.
+    /// Pings every session logged in so far, without waiting (a ping that cannot be
+    /// written now is written by the scenario's next flush; the replies are control
+    /// replies, which every scenario skips).
+    fn ping_all(&mut self) {
+        for session in self.sessions.iter_mut().flatten() {
+            crate::wire::push_ping(&mut session.conn.wbuf, crate::wire::CONTROL_RID);
+            let _ = session.conn.flush();
+        }
+    }
+
     /// A record for `scenario` over `users` users, with this set-up's counts filled in.
     pub fn record(&self, scenario: &str, users: u64) -> crate::record::Record {
         crate::record::Record {
@@ -151,7 +165,17 @@ impl Env {
             ..Setup::default()
         };
         let mut last = Duration::ZERO;
-        while let Some(joined) = tasks.join_next().await {
+        let mut keepalive = tokio::time::interval(KEEPALIVE);
+        keepalive.tick().await; // The first tick is now.
+        loop {
+            let joined = tokio::select! {
+                joined = tasks.join_next() => joined,
+                _ = keepalive.tick() => {
+                    setup.ping_all();
+                    continue;
+                }
+            };
+            let Some(joined) = joined else { break };
             let Ok((i, result, at)) = joined else {
                 *setup.errors.entry("panic".into()).or_default() += 1;
                 continue;

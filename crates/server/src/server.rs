@@ -145,12 +145,17 @@ pub async fn run(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => match connections.clone().try_acquire_owned() {
                     Ok(permit) => {
-                        let tls = tls.clone();
-                        let session = session::serve_tcp(ctx.clone(), stream, peer, tls, stop.clone());
-                        sessions.spawn(async move {
-                            session.await;
-                            drop(permit);
-                        });
+                        // The session future is the task itself: wrapped in another
+                        // `async` block it would be laid out twice (once captured, once
+                        // awaited), doubling every connection's task.
+                        sessions.spawn(session::serve_tcp(
+                            ctx.clone(),
+                            stream,
+                            peer,
+                            tls.clone(),
+                            stop.clone(),
+                            permit,
+                        ));
                     }
                     Err(_) => {
                         sessions.spawn(session::refuse_full(stream));

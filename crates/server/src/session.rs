@@ -6,6 +6,7 @@
 //! and the login or idle deadline. A request runs to completion before the next is read,
 //! so replies come in request order.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -18,7 +19,6 @@ use chat_proto::{ErrorCode, Event, MsgId, UserId};
 use futures::{FutureExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ use tracing::Instrument;
 use crate::classic::{ClassicCodec, ClassicDialect};
 use crate::dialect::{sniff, Dialect, Inbound, Native, Prefixed, Protocol};
 use crate::error::OpError;
-use crate::hub::{Frame, SessionSignal};
+use crate::hub::{Frame, Outbox, Outgoing};
 use crate::limits::{RequestLimit, Verdict};
 use crate::ops;
 use crate::state::Ctx;
@@ -38,13 +38,15 @@ const CATCH_UP_PAGE: usize = 512;
 const WRITE_BATCH: usize = 256;
 
 /// Serves one TCP connection (in TLS when the server has a certificate) until it
-/// closes, is kicked, or the server shuts down.
+/// closes, is kicked, or the server shuts down. `_slot` is its place under
+/// `--max-connections`, given back when the session ends.
 pub(crate) async fn serve_tcp(
     ctx: Arc<Ctx>,
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: CancellationToken,
+    _slot: tokio::sync::OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
     let conn_id = ctx.hub.next_conn_id();
@@ -197,8 +199,7 @@ pub(crate) struct Login {
     pub(crate) user: User,
     /// The hash of the token this session logged in with or was given.
     pub(crate) token_hash: crate::password::TokenHash,
-    queue: mpsc::Receiver<Arc<Frame>>,
-    signal: Arc<SessionSignal>,
+    outbox: Arc<Outbox>,
     /// The highest message id written to this session.
     last_sent: MsgId,
     /// The highest id acked through this session (or the cursor at login).
@@ -272,16 +273,19 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         let timer = tokio::time::sleep_until(self.next_deadline(idle_deadline).0);
         tokio::pin!(timer);
         loop {
-            let signal = self.login.as_ref().map(|l| l.signal.clone());
+            let outbox = self.login.as_ref().map(|l| l.outbox.clone());
             let step = tokio::select! {
                 biased;
                 // The ending paths are boxed: they run once, and inline they would widen
                 // every session's future by a write and its timer.
                 _ = shutdown.cancelled() => Box::pin(self.shut_down()).await,
-                reason = kicked(signal.as_deref()) => Box::pin(self.kicked(reason)).await,
-                // Deliveries before new requests: a client that pipelines requests must not
-                // starve its own incoming messages; reading it later is its backpressure.
-                frame = next_queued(&mut self.login) => Box::pin(self.on_queued(frame)).await,
+                // Kicks, then deliveries, before new requests: a client that pipelines
+                // requests must not starve its own incoming messages; reading it later is
+                // its backpressure.
+                outgoing = next_outgoing(outbox.as_deref()) => match outgoing {
+                    Outgoing::Kicked(reason) => Box::pin(self.kicked(reason)).await,
+                    Outgoing::Frames(frames) => Box::pin(self.on_queued(frames)).await,
+                },
                 frame = frames.next() => match frame {
                     Some(Ok(line)) => {
                         idle_deadline = Instant::now() + idle_timeout;
@@ -370,20 +374,12 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         Step::Continue
     }
 
-    /// Writes a queued frame and whatever else is queued right now, in one write.
-    async fn on_queued(&mut self, first: Option<Arc<Frame>>) -> Step {
-        let Some(first) = first else {
-            return Step::Continue;
-        };
-        let mut next = Some(first);
-        let mut count = 0;
-        while let Some(frame) = next.take() {
-            self.append(&frame);
-            count += 1;
-            if count < WRITE_BATCH {
-                next = self.login.as_mut().and_then(|l| l.queue.try_recv().ok());
-            }
+    /// Writes queued frames in one write.
+    async fn on_queued(&mut self, frames: VecDeque<Arc<Frame>>) -> Step {
+        for frame in &frames {
+            self.append(frame);
         }
+        drop(frames);
         if self.flush().await.is_err() {
             return Step::Close;
         }
@@ -454,8 +450,12 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
 
     /// Writes out what is still queued (at shutdown).
     async fn drain_queue(&mut self) {
-        while let Some(frame) = self.login.as_mut().and_then(|l| l.queue.try_recv().ok()) {
-            self.append(&frame);
+        let frames = match &self.login {
+            Some(login) => login.outbox.take(usize::MAX),
+            None => VecDeque::new(),
+        };
+        for frame in &frames {
+            self.append(frame);
         }
         if self.flush().await.is_ok() {
             self.ack_written().await;
@@ -473,7 +473,7 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         let _ = self
             .write_event(&Event::Kicked {
                 reason: reason.to_string(),
-                message: self.login.as_ref().and_then(|l| l.signal.message()),
+                message: self.login.as_ref().and_then(|l| l.outbox.message()),
             })
             .await;
         Step::Close
@@ -530,27 +530,24 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         acked: MsgId,
         friends: Vec<UserId>,
     ) -> bool {
-        let (tx, rx) = mpsc::channel(self.ctx.config.outbound_queue);
-        let signal = Arc::new(SessionSignal::default());
+        let outbox = Arc::new(Outbox::new(self.ctx.config.outbound_queue));
         let since_ms = crate::ops::auth::now_ms();
         let handle = crate::hub::SessionHandle {
             conn_id: self.conn_id,
             since_ms,
             user: user.clone(),
-            queue: tx,
-            signal: signal.clone(),
+            outbox: outbox.clone(),
         };
         let replaced = self.ctx.hub.register(handle);
         if let Some(old) = &replaced {
-            old.signal.kick(kick_reason::LOGGED_IN_ELSEWHERE);
+            old.outbox.kick(kick_reason::LOGGED_IN_ELSEWHERE);
         }
         self.ctx.bus.session_started(&user, self.conn_id, since_ms);
         tracing::Span::current().record("user", user.id);
         self.login = Some(Login {
             user,
             token_hash,
-            queue: rx,
-            signal,
+            outbox,
             last_sent: acked,
             acked,
             friends,
@@ -617,18 +614,10 @@ async fn write_each<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Waits for the session's kick signal; never completes before login.
-async fn kicked(signal: Option<&SessionSignal>) -> &'static str {
-    match signal {
-        Some(signal) => signal.kicked().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The next frame queued for the session; never completes before login.
-async fn next_queued(login: &mut Option<Login>) -> Option<Arc<Frame>> {
-    match login {
-        Some(login) => login.queue.recv().await,
+/// Waits for the session's outbox (a kick, or frames); never completes before login.
+async fn next_outgoing(outbox: Option<&Outbox>) -> Outgoing {
+    match outbox {
+        Some(outbox) => outbox.next(WRITE_BATCH).await,
         None => std::future::pending().await,
     }
 }

@@ -406,7 +406,7 @@ impl Node {
                 );
                 // One session per user, cluster-wide: the newest login wins.
                 if let Some(old) = self.hub.evict_older(user, since_ms) {
-                    old.signal
+                    old.outbox
                         .kick(chat_proto::event::kick_reason::LOGGED_IN_ELSEWHERE);
                 }
             }
