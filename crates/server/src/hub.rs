@@ -364,3 +364,75 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_proto::event::kick_reason;
+
+    fn frame(id: MsgId) -> Arc<Frame> {
+        Frame::msg(id, format!("{{\"id\":{id}}}").into_bytes())
+    }
+
+    fn ids(frames: &VecDeque<Arc<Frame>>) -> Vec<MsgId> {
+        frames.iter().filter_map(|f| f.msg_id).collect()
+    }
+
+    #[tokio::test]
+    async fn frames_come_out_in_order_in_batches_of_at_most_max() {
+        let outbox = Outbox::new(10);
+        for id in 1..=5 {
+            outbox.push(frame(id));
+        }
+        match outbox.next(3).await {
+            Outgoing::Frames(frames) => assert_eq!(ids(&frames), [1, 2, 3]),
+            other => panic!("expected frames, got {other:?}"),
+        }
+        assert_eq!(ids(&outbox.take(10)), [4, 5]);
+        assert!(outbox.take(10).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_session_wakes_on_a_push() {
+        let outbox = Arc::new(Outbox::new(10));
+        let waiter = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.next(10).await }
+        });
+        tokio::task::yield_now().await;
+        outbox.push(frame(7));
+        match waiter.await.unwrap() {
+            Outgoing::Frames(frames) => assert_eq!(ids(&frames), [7]),
+            other => panic!("expected frames, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_outbox_kicks_as_slow_consumer_and_drops_its_frames() {
+        let outbox = Outbox::new(2);
+        outbox.push(frame(1));
+        outbox.push(frame(2));
+        outbox.push(frame(3));
+        match outbox.next(10).await {
+            Outgoing::Kicked(reason) => assert_eq!(reason, kick_reason::SLOW_CONSUMER),
+            other => panic!("expected a kick, got {other:?}"),
+        }
+        assert!(outbox.take(10).is_empty());
+        // Nothing more is queued once kicked.
+        outbox.push(frame(4));
+        assert!(outbox.take(10).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_kick_comes_before_queued_frames_and_the_first_reason_wins() {
+        let outbox = Outbox::new(10);
+        outbox.push(frame(1));
+        outbox.kick_by_admin(Some("bye".into()));
+        outbox.kick(kick_reason::SHUTDOWN);
+        match outbox.next(10).await {
+            Outgoing::Kicked(reason) => assert_eq!(reason, kick_reason::ADMIN),
+            other => panic!("expected a kick, got {other:?}"),
+        }
+        assert_eq!(outbox.message().as_deref(), Some("bye"));
+    }
+}
