@@ -11,8 +11,8 @@
 //!
 //! Locking: the maps are `DashMap`s; no lock is held across an `.await`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chat_proto::types::User;

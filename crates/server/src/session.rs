@@ -7,6 +7,7 @@
 //! so replies come in request order.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -16,9 +17,11 @@ use chat_proto::event::kick_reason;
 use chat_proto::request::Rid;
 use chat_proto::types::User;
 use chat_proto::{ErrorCode, Event, MsgId, UserId};
+use futures::future::Either;
 use futures::{FutureExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -37,53 +40,52 @@ const CATCH_UP_PAGE: usize = 512;
 /// How many queued frames go into one write.
 const WRITE_BATCH: usize = 256;
 
+/// What the accept loop knows of a new connection.
+pub(crate) struct Accepted {
+    pub(crate) conn_id: u64,
+    /// The client's address (for the per-address limits on registering and logging in).
+    pub(crate) peer: IpAddr,
+    /// When the connection is closed unless it has logged in.
+    pub(crate) login_deadline: Instant,
+    /// Its place under `--max-connections`, given back when the session ends.
+    pub(crate) slot: OwnedSemaphorePermit,
+}
+
 /// Serves one TCP connection (in TLS when the server has a certificate) until it
-/// closes, is kicked, or the server shuts down. `_slot` is its place under
-/// `--max-connections`, given back when the session ends.
-pub(crate) async fn serve_tcp(
+/// closes, is kicked, or the server shuts down.
+///
+/// Not an `async fn`: that would be one more layer around the session's future, and an
+/// async fn keeps its arguments beside the locals they move into, which every
+/// connection would carry for its whole life.
+pub(crate) fn serve_tcp(
     ctx: Arc<Ctx>,
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: CancellationToken,
-    _slot: tokio::sync::OwnedSemaphorePermit,
-) {
+    slot: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send {
     let _ = stream.set_nodelay(true);
     let conn_id = ctx.hub.next_conn_id();
     // A lean span (it is kept per connection): the peer is logged once, here.
     let span = tracing::info_span!("conn", id = conn_id, user = tracing::field::Empty);
     tracing::debug!(parent: &span, %peer, "connected");
-    let login_deadline = Instant::now() + ctx.config.login_timeout;
+    let accepted = Accepted {
+        conn_id,
+        peer: peer.ip(),
+        login_deadline: Instant::now() + ctx.config.login_timeout,
+        slot,
+    };
     match tls {
         None => {
             let (read, write) = stream.into_split();
-            serve_stream(
-                ctx,
-                read,
-                write,
-                conn_id,
-                peer.ip(),
-                login_deadline,
-                shutdown,
-            )
-            .instrument(span)
-            .await;
+            Either::Left(serve_stream(ctx, read, write, accepted, shutdown).instrument(span))
         }
-        Some(acceptor) => {
-            // Boxed: a future is as large as its largest branch, and a TLS handshake in
-            // flight is large; plain connections must not carry its size for their life.
-            Box::pin(serve_tls(
-                ctx,
-                stream,
-                acceptor,
-                conn_id,
-                peer,
-                login_deadline,
-                shutdown,
-            ))
-            .instrument(span)
-            .await;
-        }
+        // Boxed: a future is as large as its largest branch, and a TLS handshake in
+        // flight is large; plain connections must not carry its size for their life.
+        Some(acceptor) => Either::Right(
+            Box::pin(serve_tls(ctx, stream, acceptor, accepted, shutdown)).instrument(span),
+        ),
     }
 }
 
@@ -92,24 +94,13 @@ async fn serve_tls(
     ctx: Arc<Ctx>,
     stream: TcpStream,
     acceptor: tokio_rustls::TlsAcceptor,
-    conn_id: u64,
-    peer: SocketAddr,
-    login_deadline: Instant,
+    accepted: Accepted,
     shutdown: CancellationToken,
 ) {
-    match tokio::time::timeout_at(login_deadline, acceptor.accept(stream)).await {
+    match tokio::time::timeout_at(accepted.login_deadline, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
             let (read, write) = tokio::io::split(stream);
-            serve_stream(
-                ctx,
-                read,
-                write,
-                conn_id,
-                peer.ip(),
-                login_deadline,
-                shutdown,
-            )
-            .await;
+            serve_stream(ctx, read, write, accepted, shutdown).await;
         }
         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -122,9 +113,7 @@ async fn serve_stream<R, W>(
     ctx: Arc<Ctx>,
     mut read: R,
     write: W,
-    conn_id: u64,
-    peer: IpAddr,
-    login_deadline: Instant,
+    accepted: Accepted,
     shutdown: CancellationToken,
 ) where
     R: AsyncRead + Unpin,
@@ -135,7 +124,7 @@ async fn serve_stream<R, W>(
     // Boxed: the sniffing (a read and a timer) lasts one frame; inline, its state would be
     // laid out beside the session loop for the connection's whole life.
     let sniffed = Box::pin(tokio::time::timeout_at(
-        login_deadline,
+        accepted.login_deadline,
         sniff_stream(&mut read, &mut first, max_frame),
     ))
     .await;
@@ -144,18 +133,19 @@ async fn serve_stream<R, W>(
     let read = Prefixed::new(first, read);
     match protocol {
         Protocol::Native => {
-            let frames = FramedRead::with_capacity(read, LineCodec::new(max_frame), 256);
-            let session = Session::new(ctx, conn_id, peer, write, Native, login_deadline);
-            session.run(frames, shutdown).await;
+            let mut frames = FramedRead::with_capacity(read, LineCodec::new(max_frame), 256);
+            let mut session = Session::new(ctx, accepted, write, Native);
+            // By reference: an async fn keeps its arguments beside the locals they move
+            // into, so a session passed by value would be laid out twice.
+            session.run(&mut frames, shutdown).await;
         }
         Protocol::Classic => {
             tracing::debug!("classic protocol");
-            let frames = FramedRead::with_capacity(read, ClassicCodec::new(max_frame), 256);
-            let dialect = ClassicDialect::new();
-            let session = Session::new(ctx, conn_id, peer, write, dialect, login_deadline);
+            let mut frames = FramedRead::with_capacity(read, ClassicCodec::new(max_frame), 256);
+            let mut session = Session::new(ctx, accepted, write, ClassicDialect::new());
             // Boxed, as the TLS path is: its dialect's state would otherwise widen every
             // native session's future.
-            Box::pin(session.run(frames, shutdown)).await;
+            Box::pin(session.run(&mut frames, shutdown)).await;
         }
     }
 }
@@ -222,6 +212,8 @@ pub(crate) struct Session<W, D> {
     pub(crate) needs_sync: bool,
     /// When a connection that is not logged in is closed; restarts at logout.
     login_deadline: Instant,
+    /// Its place under `--max-connections`.
+    _slot: OwnedSemaphorePermit,
     writer: W,
     dialect: D,
     out: Vec<u8>,
@@ -233,22 +225,16 @@ enum Step {
 }
 
 impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
-    fn new(
-        ctx: Arc<Ctx>,
-        conn_id: u64,
-        peer: IpAddr,
-        writer: W,
-        dialect: D,
-        login_deadline: Instant,
-    ) -> Session<W, D> {
+    fn new(ctx: Arc<Ctx>, accepted: Accepted, writer: W, dialect: D) -> Session<W, D> {
         Session {
             limit: RequestLimit::new(ctx.config.request_rate, ctx.config.request_burst),
-            ctx: ctx.clone(),
-            conn_id,
-            peer,
+            ctx,
+            conn_id: accepted.conn_id,
+            peer: accepted.peer,
             login: None,
             needs_sync: false,
-            login_deadline,
+            login_deadline: accepted.login_deadline,
+            _slot: accepted.slot,
             writer,
             dialect,
             out: Vec::new(),
@@ -263,7 +249,7 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
             .ok_or_else(|| OpError::new(ErrorCode::Unauthenticated, "log in first"))
     }
 
-    async fn run<S>(mut self, mut frames: S, shutdown: CancellationToken)
+    async fn run<S>(&mut self, mut frames: S, shutdown: CancellationToken)
     where
         S: Stream<Item = Result<BytesMut, FrameError>> + Unpin,
     {
@@ -596,7 +582,7 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         Ok(())
     }
 
-    async fn end(mut self) {
+    async fn end(&mut self) {
         let _ = self.writer.shutdown().await;
         self.end_login().await;
     }
