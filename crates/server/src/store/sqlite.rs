@@ -7,8 +7,10 @@
 //! commit order. The writer assigns message ids itself (one more than the last), so ids
 //! increase in commit order.
 //!
-//! Reads run on a small pool of read-only connections on tokio's blocking threads; WAL
-//! lets them proceed while the writer writes.
+//! Reads run on a few reader threads, each with its own read-only connection; WAL lets
+//! them proceed while the writer writes. A reader takes every read queued (up to
+//! [`READ_BATCH`]) and runs them in one read transaction: under a burst of logins that
+//! pays the locking and the thread wake-up once per batch instead of once per read.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -19,7 +21,7 @@ use async_trait::async_trait;
 use chat_proto::types::{Msg, Role, User};
 use chat_proto::{GroupId, MsgId, UserId};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 use super::writes::{fail, finisher, Finisher, PendingAcks, Reply, Write};
 use super::{
@@ -32,8 +34,10 @@ use crate::config::Durability;
 const MAX_BATCH: usize = 4096;
 /// How many writes may wait for the writer before callers wait too.
 const WRITE_QUEUE: usize = 16 * 1024;
-/// How many read connections run at once.
+/// How many reader threads (and read connections) there are.
 const READERS: usize = 4;
+/// The most reads one reader runs in one read transaction.
+const READ_BATCH: usize = 64;
 
 /// The versioned schema, applied in order on start.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -145,11 +149,7 @@ impl SqliteStore {
                 checkpoint_loop(&checkpoint_path, checkpoint_rx, &flush_acks, &pending_acks)
             })
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        let reads = Arc::new(ReadPool {
-            path: path.to_path_buf(),
-            idle: Mutex::new(Vec::new()),
-            permits: Semaphore::new(READERS),
-        });
+        let reads = Arc::new(ReadPool::start(path)?);
         Ok((
             SqliteStore {
                 writes: write_tx,
@@ -937,50 +937,89 @@ fn pending_of(
     Ok(out)
 }
 
-/// Read-only connections, opened on demand, at most [`READERS`] in use at once.
+/// One read, as a reader thread runs it.
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// The reader threads and the queue into them.
 struct ReadPool {
     path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-    permits: Semaphore,
+    jobs: std::sync::mpsc::Sender<ReadJob>,
 }
 
 impl ReadPool {
-    async fn run<T, F>(self: &Arc<Self>, f: F) -> StoreResult<T>
+    /// Opens [`READERS`] read-only connections, each on a thread of its own.
+    fn start(path: &Path) -> StoreResult<ReadPool> {
+        let (jobs, queue) = std::sync::mpsc::channel::<ReadJob>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..READERS {
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(sql_error)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(sql_error)?;
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("sqlite-reader-{i}"))
+                .spawn(move || read_loop(&conn, &queue))
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+        }
+        Ok(ReadPool {
+            path: path.to_path_buf(),
+            jobs,
+        })
+    }
+
+    async fn run<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = tx.send(f(conn).map_err(sql_error));
+        });
+        self.jobs
+            .send(job)
             .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
-        let pool = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = pool.take()?;
-            let result = f(&conn).map_err(sql_error);
-            pool.idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(conn);
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))?
+        // A job that panicked dropped its sender.
+        rx.await
+            .map_err(|_| StoreError::Internal("a read failed".into()))?
     }
+}
 
-    fn take(&self) -> StoreResult<Connection> {
-        if let Some(conn) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-            return Ok(conn);
+/// A reader thread: runs what is queued, a batch per read transaction, until the store
+/// is dropped.
+fn read_loop(conn: &Connection, queue: &Mutex<std::sync::mpsc::Receiver<ReadJob>>) {
+    let mut batch = Vec::with_capacity(READ_BATCH);
+    loop {
+        {
+            // The other readers wait for the lock meanwhile: they would wait for jobs.
+            let queue = queue.lock().unwrap_or_else(|e| e.into_inner());
+            match queue.recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => return, // The store is gone.
+            }
+            while batch.len() < READ_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
         }
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sql_error)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(sql_error)?;
-        Ok(conn)
+        // Every job in the batch was queued before this transaction began, so each sees
+        // every write that was committed before it asked.
+        let in_transaction = batch.len() > 1 && conn.execute_batch("BEGIN").is_ok();
+        for job in batch.drain(..) {
+            let run = std::panic::AssertUnwindSafe(|| job(conn));
+            if std::panic::catch_unwind(run).is_err() {
+                tracing::error!("store: a read panicked");
+            }
+        }
+        if in_transaction && conn.execute_batch("COMMIT").is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
     }
 }
 
