@@ -150,8 +150,10 @@ pub struct TrafficOpts {
     /// Sends one connection may have waiting for their reply; past it, due messages wait.
     #[arg(long, default_value_t = 1000)]
     pub max_inflight: u64,
-    /// Milliseconds between acks of what a connection received.
-    #[arg(long, default_value_t = 100)]
+    /// Milliseconds between acks of what a connection received. The protocol asks clients
+    /// to ack periodically ("every few seconds while messages arrive"); before 2026-11-21's
+    /// third session the default was 100 ms, an ack for nearly every message.
+    #[arg(long, default_value_t = 1000)]
     pub ack_ms: u64,
 }
 
