@@ -1425,3 +1425,40 @@ impl Store for SqliteStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Many reads at once are batched by the reader threads; each must still get its own
+    /// answer, and see every write committed before it asked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_reads_each_get_their_own_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _log) =
+            SqliteStore::open(&dir.path().join("t.db"), Durability::Normal).unwrap();
+        let store = Arc::new(store);
+        let mut users = Vec::new();
+        for i in 0..300 {
+            users.push(
+                store
+                    .create_user(&format!("u{i}"), &format!("h{i}"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let reads = users.iter().map(|user| {
+            let (store, user) = (store.clone(), user.clone());
+            tokio::spawn(async move {
+                let found = store.credentials_by_id(user.id).await.unwrap().unwrap();
+                assert_eq!(found.user.id, user.id);
+                assert_eq!(found.user.name, user.name);
+                assert_eq!(found.password_hash, format!("h{}", &user.name[1..]));
+            })
+        });
+        for read in futures::future::join_all(reads).await {
+            read.unwrap();
+        }
+        assert!(store.credentials_by_name("nobody").await.unwrap().is_none());
+    }
+}
