@@ -2,8 +2,8 @@
 //!
 //! Framing lives in the transport ([`serve_tcp`] uses [`LineCodec`]); the loop only sees
 //! a stream of frames and a writer, so every transport shares it. One `select!` waits on
-//! the next frame, the session's delivery queue, its kick signal, the server's shutdown
-//! and the login or idle deadline. A request runs to completion before the next is read,
+//! the next frame, the session's outbox (its kick signal and queued frames), the
+//! server's shutdown and the login or idle deadline. A request runs to completion before the next is read,
 //! so replies come in request order.
 
 use std::collections::VecDeque;
