@@ -17,6 +17,7 @@ use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
 use crate::bits::Bits;
+use crate::cli::TrafficOpts;
 use crate::coord::{Coord, Counters};
 use crate::tally::{Receipt, Shards};
 use crate::users::Session;
@@ -61,6 +62,31 @@ pub struct SenderPlan {
     pub total: u64,
     pub size: usize,
     pub max_inflight: u64,
+}
+
+impl SenderPlan {
+    /// Sender `sender` of `senders`, sending `prefix` requests every `period_ns` for
+    /// `duration`: the senders' first sends are spread evenly over one period.
+    pub fn spread(
+        prefix: Vec<u8>,
+        sender: u64,
+        senders: u64,
+        period_ns: f64,
+        duration: Duration,
+        traffic: &TrafficOpts,
+    ) -> SenderPlan {
+        let offset =
+            Duration::from_nanos((period_ns * sender as f64 / senders.max(1) as f64) as u64);
+        SenderPlan {
+            prefix,
+            sender,
+            offset,
+            period_ns,
+            total: messages_in(duration, offset, period_ns),
+            size: traffic.size,
+            max_inflight: traffic.max_inflight.max(1),
+        }
+    }
 }
 
 /// When the traffic started, in both clocks.

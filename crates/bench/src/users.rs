@@ -300,15 +300,7 @@ pub async fn log_in(
 ) -> Result<Session, SetupError> {
     let mut reply = None;
     if let Some((_, token)) = cache.token(name) {
-        match login(
-            &mut conn,
-            request::Login {
-                token: Some(token.clone()),
-                ..Default::default()
-            },
-        )
-        .await
-        {
+        match token_login(&mut conn, token).await {
             Ok(r) => {
                 counts.token.fetch_add(1, Ordering::Relaxed);
                 reply = Some(r);
@@ -345,28 +337,26 @@ pub async fn log_in(
             r
         }
     };
-    let (max_msg_id, pending) = wait_synced(&mut conn).await?;
-    conn.shrink();
-    Ok(Session {
-        conn,
-        id: reply.user.id,
-        token: reply.token,
-        max_msg_id,
-        pending,
-        groups: reply.groups.into_iter().map(|g| g.id).collect(),
-    })
+    synced_session(conn, reply).await
 }
 
 /// Logs in again with a token only (a reconnect), waiting for `synced`.
 pub async fn resume(mut conn: Conn, token: &str) -> Result<Session, SetupError> {
-    let reply = login(
-        &mut conn,
-        request::Login {
-            token: Some(token.to_string()),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let reply = token_login(&mut conn, token).await?;
+    synced_session(conn, reply).await
+}
+
+/// Logs in with `token`.
+async fn token_login(conn: &mut Conn, token: &str) -> Result<LoginLite, SetupError> {
+    let req = request::Login {
+        token: Some(token.to_string()),
+        ..Default::default()
+    };
+    login(conn, req).await
+}
+
+/// Waits for `synced` after the login `reply`; the session is then ready.
+async fn synced_session(mut conn: Conn, reply: LoginLite) -> Result<Session, SetupError> {
     let (max_msg_id, pending) = wait_synced(&mut conn).await?;
     conn.shrink();
     Ok(Session {

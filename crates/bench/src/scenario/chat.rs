@@ -65,17 +65,8 @@ pub async fn run(opts: &ChatOpts, traffic: &TrafficOpts, coord: &Coord) -> anyho
         let global = range.start + local as u64;
         // A user whose partner is missing only receives (nothing, then).
         let plan = ids[local ^ 1].map(|partner| {
-            let offset =
-                Duration::from_nanos((period_ns * global as f64 / opts.users as f64) as u64);
-            SenderPlan {
-                prefix: wire::send_prefix(partner),
-                sender: global,
-                offset,
-                period_ns,
-                total: traffic::messages_in(duration, offset, period_ns),
-                size: traffic.size,
-                max_inflight: traffic.max_inflight.max(1),
-            }
+            let prefix = wire::send_prefix(partner);
+            SenderPlan::spread(prefix, global, opts.users, period_ns, duration, traffic)
         });
         tasks.push(traffic::spawn(
             session,

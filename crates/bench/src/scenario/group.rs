@@ -104,17 +104,8 @@ pub async fn run(opts: &GroupOpts, coord: &Coord) -> anyhow::Result<Record> {
         let Some(session) = session else { continue };
         let global = range.start + local as u64;
         let plan = (global < opts.senders).then(|| {
-            let offset =
-                Duration::from_nanos((period_ns * global as f64 / opts.senders as f64) as u64);
-            SenderPlan {
-                prefix: prefix.clone(),
-                sender: global,
-                offset,
-                period_ns,
-                total: traffic::messages_in(duration, offset, period_ns),
-                size: traffic.size,
-                max_inflight: traffic.max_inflight.max(1),
-            }
+            let prefix = prefix.clone();
+            SenderPlan::spread(prefix, global, opts.senders, period_ns, duration, traffic)
         });
         tasks.push(traffic::spawn(
             session,
