@@ -244,11 +244,6 @@ impl Hub {
         self.inner.sessions.contains_key(&user) || self.inner.remote.contains_key(&user)
     }
 
-    /// Whether the user has a session on this node.
-    pub fn is_local(&self, user: UserId) -> bool {
-        self.inner.sessions.contains_key(&user)
-    }
-
     /// Every user online, here or on another node.
     pub fn online_users(&self) -> Vec<User> {
         let mut users: Vec<User> = self
@@ -330,19 +325,22 @@ impl Hub {
         self.inner.sessions.len()
     }
 
-    /// Queues `frame` for `user` if online here, by the rule in the module docs.
-    pub fn deliver(&self, user: UserId, frame: &Arc<Frame>) {
-        let Some(session) = self.inner.sessions.get(&user) else {
-            return;
-        };
-        session.outbox.push(frame.clone());
+    /// Queues `frame` for `user` if online here, by the rule in the module docs; says
+    /// whether the user has a session here.
+    pub fn deliver(&self, user: UserId, frame: &Arc<Frame>) -> bool {
+        match self.inner.sessions.get(&user) {
+            Some(session) => {
+                session.outbox.push(frame.clone());
+                true
+            }
+            None => false,
+        }
     }
 
     /// Queues `frame` for every session of this node.
     pub fn deliver_all(&self, frame: &Arc<Frame>) {
-        let users: Vec<UserId> = self.inner.sessions.iter().map(|e| *e.key()).collect();
-        for user in users {
-            self.deliver(user, frame);
+        for entry in self.inner.sessions.iter() {
+            entry.value().outbox.push(frame.clone());
         }
     }
 

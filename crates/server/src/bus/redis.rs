@@ -108,9 +108,7 @@ impl Bus for RedisBus {
         // node that holds the session is the one that knows.
         let mut elsewhere = Vec::new();
         for user in users {
-            if self.hub.is_local(*user) {
-                self.hub.deliver(*user, &frame);
-            } else {
+            if !self.hub.deliver(*user, &frame) {
                 elsewhere.push(*user);
             }
         }
