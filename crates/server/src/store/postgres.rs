@@ -69,6 +69,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/postgres/0002_admin_expiry.sql"),
     ),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_ids_never_reused.sql"),
+    ),
 ];
 
 /// Serialises migrations of one schema between nodes (a session-level lock).
@@ -1209,6 +1213,9 @@ impl Writer {
             .map(|r| r.try_get(0))
             .collect::<Result<Vec<UserId>, _>>()?;
         members.sort_unstable();
+        // Its messages go with it: nothing of a deleted group shows anywhere again.
+        self.execute("DELETE FROM messages WHERE group_id = $1", &[&group])
+            .await?;
         self.execute("DELETE FROM chat_groups WHERE id = $1", &[&group])
             .await?;
         Ok(members)

@@ -46,6 +46,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/sqlite/0002_admin_expiry.sql"),
     ),
+    (
+        3,
+        include_str!("../../migrations/sqlite/0003_ids_never_reused.sql"),
+    ),
 ];
 
 const MSG_SELECT: &str = "SELECT m.id, m.ts, m.from_user, u.name, m.text, m.to_user, m.group_id \
@@ -238,6 +242,28 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
          (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)",
     )
     .map_err(sql_error)?;
+    // A migration may rebuild a table that others reference, which SQLite allows only with
+    // foreign keys off (they cannot be switched inside a transaction); they are checked
+    // after, and switched back on.
+    conn.execute_batch("PRAGMA foreign_keys = OFF")
+        .map_err(sql_error)?;
+    let applied = apply_migrations(conn);
+    conn.execute_batch("PRAGMA foreign_keys = ON")
+        .map_err(sql_error)?;
+    applied?;
+    let broken: Option<String> = conn
+        .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+        .optional()
+        .map_err(sql_error)?;
+    if let Some(table) = broken {
+        return Err(StoreError::Internal(format!(
+            "the migrated store has rows in {table} that point nowhere"
+        )));
+    }
+    Ok(())
+}
+
+fn apply_migrations(conn: &mut Connection) -> StoreResult<()> {
     for (version, sql) in MIGRATIONS {
         // IMMEDIATE takes the write lock first, so two processes cannot both apply it.
         let tx = conn
@@ -264,10 +290,15 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
+/// The last message id given out: never below one already used, even when the newest
+/// messages were purged (or a membership change took the last id), so no id is reused.
 fn last_msg_id(conn: &Connection) -> StoreResult<MsgId> {
-    conn.query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| {
-        r.get(0)
-    })
+    conn.query_row(
+        "SELECT MAX(COALESCE((SELECT last_msg_id FROM log_position WHERE id = 1), 0), \
+                COALESCE((SELECT MAX(id) FROM messages), 0))",
+        [],
+        |r| r.get(0),
+    )
     .map_err(sql_error)
 }
 
@@ -728,8 +759,13 @@ impl Writer {
             return Err(StoreError::Forbidden("only the creator may delete a group"));
         }
         let members = member_ids(&self.conn, group).map_err(sql_error)?;
+        // Its messages go with it: nothing of a deleted group shows anywhere again.
         self.conn
-            .execute("DELETE FROM group_members WHERE group_id = ?1", [group])
+            .execute("DELETE FROM messages WHERE group_id = ?1", [group])
+            .and_then(|_| {
+                self.conn
+                    .execute("DELETE FROM group_members WHERE group_id = ?1", [group])
+            })
             .and_then(|_| {
                 self.conn
                     .execute("DELETE FROM chat_groups WHERE id = ?1", [group])
@@ -1460,5 +1496,51 @@ mod tests {
             read.unwrap();
         }
         assert!(store.credentials_by_name("nobody").await.unwrap().is_none());
+    }
+
+    /// A store made before ids were kept from reuse, in which a deleted group's id went to
+    /// a new group: the migration removes what the deleted group left behind, and the
+    /// next group gets an id never used.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_migration_repairs_a_reused_group_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0].1).unwrap();
+            conn.execute_batch(MIGRATIONS[1].1).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL);
+                 INSERT INTO schema_migrations VALUES (1, 0), (2, 0);
+                 INSERT INTO users (id, name, password_hash, created_ms) VALUES (1, 'a', 'h', 0), (2, 'b', 'h', 0);
+                 -- Group 7 was deleted after message 1; its id was given to a new group at id 2.
+                 INSERT INTO messages (id, ts, from_user, group_id, text) VALUES (1, 0, 1, 7, 'old secret');
+                 INSERT INTO chat_groups (id, name, description, creator, created_ms) VALUES (7, 'new', '', 2, 0);
+                 INSERT INTO group_members VALUES (7, 2, 'creator', 1);
+                 INSERT INTO messages (id, ts, from_user, group_id, text) VALUES (2, 0, 2, 7, 'new text');
+                 -- Group 9 was deleted and its id not reused yet.
+                 INSERT INTO messages (id, ts, from_user, group_id, text) VALUES (3, 0, 1, 9, 'orphan');
+                 UPDATE log_position SET last_msg_id = 3;",
+            )
+            .unwrap();
+        }
+        let (store, _log) = SqliteStore::open(&path, Durability::Normal).unwrap();
+        let b = store.user(2).await.unwrap().unwrap();
+        let history = store
+            .history(2, Conversation::Group(7), None, 100)
+            .await
+            .unwrap();
+        let texts: Vec<&str> = history.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(texts, vec!["new text"]);
+        assert!(store
+            .messages_between(0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| m.group != Some(9)));
+        // Group 9's id is never given out again, nor 7's.
+        let group = store.create_group(b.id, "next", "").await.unwrap();
+        assert_eq!(group.id, 10);
+        store.close().await;
     }
 }

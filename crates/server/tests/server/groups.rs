@@ -370,3 +370,42 @@ async fn pending_group_messages_follow_membership() {
         .await;
     assert!(pending.is_empty(), "{pending:?}");
 }
+
+/// Security issue 11, item 1: a deleted group's id used to go to the next group created,
+/// whose members then read the deleted group's history and pending messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_groups_id_and_history_never_come_back() {
+    let mut server = TestServer::start().await;
+    let (mut alice, _) = server.user("alice").await;
+    let (mut bob, _) = server.user("bob").await;
+    let old = alice.create_group("secret plans").await;
+    bob.ok(json!({"op": "join_group", "group": old})).await;
+    bob.ok(json!({"op": "logout"})).await;
+    alice.group_send(old, "the secret").await;
+    alice.ok(json!({"op": "delete_group", "group": old})).await;
+
+    // The next group, by someone else, gets a new id and none of the old history.
+    let (mut mallory, _) = server.user("mallory").await;
+    let new = mallory.create_group("innocent").await;
+    assert_ne!(new, old, "a deleted group's id was given out again");
+    let history = mallory.ok(json!({"op": "history", "group": new})).await;
+    assert_eq!(history["messages"], json!([]), "{history}");
+    // Bob, a member of the deleted group, has nothing pending from it.
+    let (_, pending) = bob
+        .login(json!({"name": "bob", "password": PASSWORD}))
+        .await;
+    assert!(pending.is_empty(), "{pending:?}");
+
+    // Nor after a restart, with the newest group deleted again.
+    mallory
+        .ok(json!({"op": "delete_group", "group": new}))
+        .await;
+    drop((alice, bob, mallory));
+    server.restart().await;
+    let (mut carol, _) = server.user("carol").await;
+    let newer = carol.create_group("after restart").await;
+    assert!(newer > new, "ids must only grow: {newer} after {new}");
+    carol
+        .expect_err(json!({"op": "history", "group": old}), "not_found")
+        .await;
+}
