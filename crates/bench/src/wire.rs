@@ -191,7 +191,7 @@ mod tests {
         assert!(
             matches!(&parsed[0].1, chat_proto::Request::Send(s) if s.to == 42 && s.text == "b1:0:7:9")
         );
-        assert!(matches!(parsed[1].1, chat_proto::Request::Ack(a) if a.id == 99));
+        assert!(matches!(parsed[1].1, chat_proto::Request::Ack(a) if a.id == Some(99)));
         assert!(matches!(parsed[2].1, chat_proto::Request::Ping));
         assert!(matches!(&parsed[3].1, chat_proto::Request::GroupSend(g) if g.group == 5));
     }

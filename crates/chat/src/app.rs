@@ -513,7 +513,8 @@ impl App {
     async fn execute(&mut self, cmd: Command) -> Result<(), Exit> {
         match cmd {
             Command::Chat { to, text } => {
-                let req = Request::Send(request::Send { to, text });
+                let cmid = Some(new_cmid());
+                let req = Request::Send(request::Send { to, text, cmid });
                 if let Some(reply) = self.ok::<MsgReply>(&req).await? {
                     let to = self.user_label(to);
                     let id = reply.msg.id;
@@ -521,7 +522,8 @@ impl App {
                 }
             }
             Command::GroupChat { group, text } => {
-                let req = Request::GroupSend(request::GroupSend { group, text });
+                let cmid = Some(new_cmid());
+                let req = Request::GroupSend(request::GroupSend { group, text, cmid });
                 if let Some(reply) = self.ok::<MsgReply>(&req).await? {
                     let id = reply.msg.id;
                     self.out
@@ -767,6 +769,7 @@ impl App {
         let req = Request::History(request::History {
             with,
             group,
+            conv: None,
             before,
             limit: Some(HISTORY_PAGE),
         });
@@ -878,6 +881,20 @@ impl App {
                     who(&from_name, from),
                     clean(&text)
                 ));
+            }
+            Event::Read { conv, user, seq } => {
+                let label = self.user_label(user);
+                self.out.line(format!(
+                    "[read] {label} read conversation {conv} up to #{seq}"
+                ));
+            }
+            Event::Typing { user, group, .. } => {
+                let label = self.user_label(user);
+                let place = match group {
+                    Some(group) => format!(" in {}", self.group_label(group)),
+                    None => String::new(),
+                };
+                self.out.line(format!("[typing] {label} is typing{place}"));
             }
             Event::RemovedFromGroup { group } => {
                 let title = self.group_label(group);
@@ -1036,4 +1053,11 @@ fn login_as(text: &str) -> LoginAs {
         Ok(id) => LoginAs::Id(id),
         Err(_) => LoginAs::Name(text.to_string()),
     }
+}
+
+/// A fresh client message id for a send: a retry with the same one cannot be stored twice.
+fn new_cmid() -> String {
+    use rand::Rng;
+    let bits: u128 = rand::thread_rng().gen();
+    format!("{bits:032x}")
 }

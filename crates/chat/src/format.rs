@@ -156,6 +156,8 @@ mod tests {
             text: text.into(),
             to: group.is_none().then_some(2),
             group,
+            conv: 9,
+            seq: 1,
         }
     }
 

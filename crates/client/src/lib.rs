@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use chat_proto::codec::LineCodec;
 use chat_proto::incoming::{Incoming, ReplyFrame};
-use chat_proto::reply::{LoginReply, MsgReply, UserReply};
+use chat_proto::reply::{ConversationsReply, LoginReply, MsgReply, ReadReply, UserReply};
 use chat_proto::request::{self, Request};
 use chat_proto::{ErrorBody, Event};
 use futures::StreamExt;
@@ -252,25 +252,76 @@ impl Client {
 
     /// Sends a one-to-one message.
     pub async fn send(&self, to: i64, text: &str) -> Result<MsgReply, ClientError> {
+        self.send_cmid(to, text, None).await
+    }
+
+    /// Sends a one-to-one message with a client message id: sending it again with the
+    /// same `cmid` (after a lost connection, say) cannot make a second message.
+    pub async fn send_cmid(
+        &self,
+        to: i64,
+        text: &str,
+        cmid: Option<&str>,
+    ) -> Result<MsgReply, ClientError> {
         self.call(&Request::Send(request::Send {
             to,
             text: text.into(),
+            cmid: cmid.map(str::to_string),
         }))
         .await
     }
 
     /// Sends a group message.
     pub async fn group_send(&self, group: i64, text: &str) -> Result<MsgReply, ClientError> {
+        self.group_send_cmid(group, text, None).await
+    }
+
+    /// Sends a group message with a client message id (see [`Client::send_cmid`]).
+    pub async fn group_send_cmid(
+        &self,
+        group: i64,
+        text: &str,
+        cmid: Option<&str>,
+    ) -> Result<MsgReply, ClientError> {
         self.call(&Request::GroupSend(request::GroupSend {
             group,
             text: text.into(),
+            cmid: cmid.map(str::to_string),
         }))
         .await
     }
 
     /// Acknowledges every message received with an id up to `id`.
     pub async fn ack(&self, id: i64) -> Result<(), ClientError> {
-        self.call_ok(&Request::Ack(request::Ack { id })).await
+        self.call_ok(&Request::Ack(request::Ack {
+            id: Some(id),
+            ..request::Ack::default()
+        }))
+        .await
+    }
+
+    /// Marks conversation `conv` read up to `seq` (the other side gets a read receipt).
+    pub async fn read(&self, conv: i64, seq: i64) -> Result<ReadReply, ClientError> {
+        self.call(&Request::Read(request::Read { conv, seq })).await
+    }
+
+    /// Tells the other members of `conv` that the user is typing.
+    pub async fn typing(&self, conv: i64) -> Result<(), ClientError> {
+        self.call_ok(&Request::Typing(request::Typing { conv }))
+            .await
+    }
+
+    /// A page of the user's conversations, most recent first.
+    pub async fn conversations(
+        &self,
+        before: Option<i64>,
+        limit: Option<i64>,
+    ) -> Result<ConversationsReply, ClientError> {
+        self.call(&Request::Conversations(request::Conversations {
+            before,
+            limit,
+        }))
+        .await
     }
 
     /// Closes the sending side; the server sees end of input.

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::types::{Friend, Msg};
-use crate::{GroupId, UserId};
+use crate::{ConvId, GroupId, Seq, UserId};
 
 /// Reasons carried by the `kicked` event.
 pub mod kick_reason {
@@ -61,6 +61,21 @@ pub enum Event {
     RemovedFromGroup { group: GroupId },
     /// Every pending message has been sent after a login.
     Synced,
+    /// `user` has read conversation `conv` up to `seq` (a read receipt).
+    Read {
+        conv: ConvId,
+        user: UserId,
+        seq: Seq,
+    },
+    /// `user` is typing in `conv` (ephemeral: not stored, not replayed).
+    Typing {
+        conv: ConvId,
+        user: UserId,
+        name: String,
+        /// The group, for a group conversation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<GroupId>,
+    },
 }
 
 /// A `msg` event written straight from a borrowed [`Msg`]: the same JSON as
@@ -97,6 +112,8 @@ mod tests {
             text: "hi \"there\"".into(),
             to: Some(3),
             group: None,
+            conv: 9,
+            seq: 4,
         };
         let borrowed: serde_json::Value = serde_json::from_slice(&msg_json(&msg)).unwrap();
         let owned: serde_json::Value = serde_json::from_str(&Event::Msg(msg).to_json()).unwrap();

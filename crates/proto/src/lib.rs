@@ -27,5 +27,9 @@ pub use request::Request;
 pub type UserId = i64;
 /// Numeric id of a group.
 pub type GroupId = i64;
-/// Numeric id of a message: assigned by the server, unique and increasing.
+/// Numeric id of a message: assigned by the server, unique, never reused.
 pub type MsgId = i64;
+/// Numeric id of a conversation: a pair of users, or a group. Opaque to clients.
+pub type ConvId = i64;
+/// A message's place in its conversation: 1, 2, 3, ... without gaps, in commit order.
+pub type Seq = i64;

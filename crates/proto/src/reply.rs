@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorBody, ErrorCode};
 use crate::request::Rid;
-use crate::types::{Friend, GroupBrief, GroupInfo, Member, Msg, MsgRef, User};
+use crate::types::{ConvSummary, Friend, GroupBrief, GroupInfo, Member, Msg, MsgRef, User};
+use crate::{ConvId, MsgId, Seq};
 
 /// A reply with no fields beyond `rid` and `ok`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +88,30 @@ pub struct MembersReply {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryReply {
     pub messages: Vec<Msg>,
+}
+
+/// `conversations`: most recent first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationsReply {
+    pub conversations: Vec<ConvSummary>,
+    /// Pass as `before` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<MsgId>,
+}
+
+/// `read`: the read cursor after the request (it never moves back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadReply {
+    pub conv: ConvId,
+    pub read: Seq,
+}
+
+/// `sync`: what follows the given positions, oldest first per conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReply {
+    pub messages: Vec<Msg>,
+    /// Some were left out past `limit`: ask again from the last ones received.
+    pub more: bool,
 }
 
 /// `echo`.

@@ -9,7 +9,8 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::{GroupId, MsgId, UserId};
+use crate::types::ConvPos;
+use crate::{ConvId, GroupId, MsgId, Seq, UserId};
 
 /// The request id a client chose, echoed verbatim in the reply (`null` when absent).
 #[derive(Debug, Clone, Default)]
@@ -67,6 +68,10 @@ pub struct GroupRef {
 pub struct Send {
     pub to: UserId,
     pub text: String,
+    /// The client's own id for this message (at most 64 characters): a resend with the
+    /// same `cmid` within 24 hours gets the first send's reply, not a second message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmid: Option<String>,
 }
 
 /// Create a group; the caller becomes its creator.
@@ -82,6 +87,9 @@ pub struct CreateGroup {
 pub struct GroupSend {
     pub group: GroupId,
     pub text: String,
+    /// As in [`Send::cmid`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmid: Option<String>,
 }
 
 /// Page through a conversation's history, newest backwards.
@@ -93,6 +101,9 @@ pub struct History {
     /// A group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<GroupId>,
+    /// A conversation by its id (instead of `with` or `group`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv: Option<ConvId>,
     /// Only messages older than this id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<MsgId>,
@@ -101,10 +112,51 @@ pub struct History {
     pub limit: Option<i64>,
 }
 
-/// Every message this session received with an id up to `id` is delivered for good.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Every message this session received with an id up to `id` is delivered for good; or,
+/// with `conv` and `seq`, every message of that conversation up to `seq`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
-    pub id: MsgId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<MsgId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv: Option<ConvId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<Seq>,
+}
+
+/// The caller has read `conv` up to `seq`: moves its read cursor (never back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Read {
+    pub conv: ConvId,
+    pub seq: Seq,
+}
+
+/// The caller is typing in `conv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Typing {
+    pub conv: ConvId,
+}
+
+/// A page of the caller's conversations, most recent first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversations {
+    /// Only conversations whose last message is older than this message id (the
+    /// `before` of the previous page's reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<MsgId>,
+    /// How many (1 to 100, default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+}
+
+/// What follows the client's own positions: for each `conv`, the messages after `seq`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sync {
+    pub positions: Vec<ConvPos>,
+    /// The most messages in the reply (1 to 1000, default 500); `more` says if some
+    /// were left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
 }
 
 /// Echo a text back.
@@ -180,6 +232,10 @@ pub enum Request {
     Broadcast(Broadcast),
     Shutdown(Shutdown),
     GroupKick(GroupKick),
+    Conversations(Conversations),
+    Read(Read),
+    Typing(Typing),
+    Sync(Sync),
 }
 
 impl Request {
@@ -212,6 +268,10 @@ impl Request {
             Request::Broadcast(_) => "broadcast",
             Request::Shutdown(_) => "shutdown",
             Request::GroupKick(_) => "group_kick",
+            Request::Conversations(_) => "conversations",
+            Request::Read(_) => "read",
+            Request::Typing(_) => "typing",
+            Request::Sync(_) => "sync",
         }
     }
 
@@ -328,6 +388,10 @@ pub fn parse(frame: &[u8]) -> Result<(Rid, Request), BadRequest> {
         "broadcast" => fields(frame).map(Request::Broadcast),
         "shutdown" => fields(frame).map(Request::Shutdown),
         "group_kick" => fields(frame).map(Request::GroupKick),
+        "conversations" => fields(frame).map(Request::Conversations),
+        "read" => fields(frame).map(Request::Read),
+        "typing" => fields(frame).map(Request::Typing),
+        "sync" => fields(frame).map(Request::Sync),
         other => {
             let shown: String = other.chars().take(40).collect();
             return Err(bad(rid, format!("unknown op `{shown}`")));
@@ -351,7 +415,8 @@ mod tests {
             req,
             Request::Send(Send {
                 to: 2,
-                text: "hi".into()
+                text: "hi".into(),
+                cmid: None,
             })
         );
     }
@@ -386,7 +451,11 @@ mod tests {
 
     #[test]
     fn serializes_with_op_and_rid() {
-        let json = Request::Ack(Ack { id: 5 }).to_json(3);
+        let json = Request::Ack(Ack {
+            id: Some(5),
+            ..Ack::default()
+        })
+        .to_json(3);
         assert_eq!(json, r#"{"rid":3,"op":"ack","id":5}"#);
         assert_eq!(Request::Ping.to_json(1), r#"{"rid":1,"op":"ping"}"#);
         let (_, back) = parse(Request::Logout.to_json(9).as_bytes()).unwrap();

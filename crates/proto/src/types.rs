@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{GroupId, MsgId, UserId};
+use crate::{ConvId, GroupId, MsgId, Seq, UserId};
 
 /// A user as others see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +83,12 @@ pub struct MsgRef {
     pub id: MsgId,
     /// Milliseconds since the Unix epoch.
     pub ts: i64,
+    /// The conversation the message belongs to.
+    #[serde(default)]
+    pub conv: ConvId,
+    /// Its place in the conversation.
+    #[serde(default)]
+    pub seq: Seq,
 }
 
 /// A message, as in the `msg` event and in history.
@@ -100,4 +106,51 @@ pub struct Msg {
     /// The group of a group message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<GroupId>,
+    /// The conversation the message belongs to.
+    #[serde(default)]
+    pub conv: ConvId,
+    /// Its place in the conversation: 1, 2, 3, ... without gaps.
+    #[serde(default)]
+    pub seq: Seq,
+}
+
+/// What a conversation is between.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ConvWith {
+    /// One-to-one with this user.
+    Direct { peer: Friend },
+    /// A group the caller is a member of.
+    Group { group: GroupId, name: String },
+}
+
+/// One entry of the `conversations` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConvSummary {
+    pub conv: ConvId,
+    #[serde(flatten)]
+    pub with: ConvWith,
+    /// The newest message the caller may see, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<Msg>,
+    /// The conversation's newest seq.
+    pub last_seq: Seq,
+    /// The caller's read cursor: every message up to it is read.
+    pub read: Seq,
+    /// Messages after the read cursor, not counting the caller's own (capped at
+    /// [`UNREAD_CAP`]).
+    pub unread: i64,
+    /// One-to-one: the peer's read cursor (read receipts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_read: Option<Seq>,
+}
+
+/// The most unread messages counted per conversation: a client shows "999+" past it.
+pub const UNREAD_CAP: i64 = 9999;
+
+/// A position in one conversation, as `sync` takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConvPos {
+    pub conv: ConvId,
+    pub seq: Seq,
 }

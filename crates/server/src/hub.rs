@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chat_proto::types::User;
-use chat_proto::{MsgId, UserId};
+use chat_proto::{ConvId, MsgId, Seq, UserId};
 use dashmap::DashMap;
 use tokio::sync::Notify;
 
@@ -25,6 +25,8 @@ use tokio::sync::Notify;
 pub struct Frame {
     /// The message id, for `msg` events.
     pub msg_id: Option<MsgId>,
+    /// The message's conversation and seq, for `msg` events (what an ack by id moves).
+    pub conv_seq: (ConvId, Seq),
     /// The JSON line, with its `\n`.
     pub bytes: Vec<u8>,
     /// The event adds or removes a friend of its recipient.
@@ -32,11 +34,12 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// A frame carrying message `id`.
-    pub fn msg(id: MsgId, mut bytes: Vec<u8>) -> Arc<Frame> {
+    /// A frame carrying message `id`, seq `seq` of conversation `conv`.
+    pub fn msg(id: MsgId, conv: ConvId, seq: Seq, mut bytes: Vec<u8>) -> Arc<Frame> {
         bytes.push(b'\n');
         Arc::new(Frame {
             msg_id: Some(id),
+            conv_seq: (conv, seq),
             bytes,
             changes_friends: false,
         })
@@ -48,6 +51,7 @@ impl Frame {
         bytes.push(b'\n');
         Arc::new(Frame {
             msg_id: None,
+            conv_seq: (0, 0),
             bytes,
             changes_friends: matches!(
                 event,
@@ -369,7 +373,7 @@ mod tests {
     use chat_proto::event::kick_reason;
 
     fn frame(id: MsgId) -> Arc<Frame> {
-        Frame::msg(id, format!("{{\"id\":{id}}}").into_bytes())
+        Frame::msg(id, 1, id, format!("{{\"id\":{id}}}").into_bytes())
     }
 
     fn ids(frames: &VecDeque<Arc<Frame>>) -> Vec<MsgId> {

@@ -16,7 +16,7 @@ use chat_proto::codec::{FrameError, LineCodec};
 use chat_proto::event::kick_reason;
 use chat_proto::request::Rid;
 use chat_proto::types::User;
-use chat_proto::{ErrorCode, Event, MsgId, UserId};
+use chat_proto::{ConvId, ErrorCode, Event, MsgId, Seq, UserId};
 use futures::future::Either;
 use futures::{FutureExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -39,6 +39,9 @@ use crate::state::Ctx;
 const CATCH_UP_PAGE: usize = 512;
 /// How many queued frames go into one write.
 const WRITE_BATCH: usize = 256;
+/// The most messages a session remembers as written and not acked. Past it the oldest
+/// are forgotten: they stay pending and come again at the next login (at least once).
+const UNACKED_MAX: usize = 8192;
 
 /// What the accept loop knows of a new connection.
 pub(crate) struct Accepted {
@@ -190,10 +193,14 @@ pub(crate) struct Login {
     /// The hash of the token this session logged in with or was given.
     pub(crate) token_hash: crate::password::TokenHash,
     outbox: Arc<Outbox>,
-    /// The highest message id written to this session.
+    /// The highest message id written to this session: a live message at or below it was
+    /// in the login's replay (ids follow commit order), and is not written again.
     last_sent: MsgId,
-    /// The highest id acked through this session (or the cursor at login).
-    acked: MsgId,
+    /// The messages written and not acked yet, in the order written: (id, conv, seq). An
+    /// ack by id moves the delivered cursor of each conversation among those up to it.
+    unacked: VecDeque<(MsgId, ConvId, Seq)>,
+    /// `typing` events this session may send (made at the first one).
+    pub(crate) typing: Option<crate::limits::TokenBucket>,
     /// The friends at login, told when the session ends, unless `friends_changed`.
     pub(crate) friends: Vec<UserId>,
     /// A friendship of the user changed during the session: re-read the friends at the end.
@@ -378,11 +385,9 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         if !self.dialect.acks_on_write() {
             return;
         }
-        if let Some(written) = self.login.as_ref().map(|l| l.last_sent) {
-            if let Err(e) = self.ack(written).await {
-                // Still pending: sent again at the next login.
-                tracing::warn!(code = %e.code, "cannot ack written messages");
-            }
+        if let Err(e) = self.ack(MsgId::MAX).await {
+            // Still pending: sent again at the next login.
+            tracing::warn!(code = %e.code, "cannot ack written messages");
         }
     }
 
@@ -394,6 +399,11 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
                     return;
                 }
                 login.last_sent = id;
+                if login.unacked.len() >= UNACKED_MAX {
+                    login.unacked.pop_front();
+                }
+                let (conv, seq) = frame.conv_seq;
+                login.unacked.push_back((id, conv, seq));
             }
             login.friends_changed |= frame.changes_friends;
         }
@@ -424,7 +434,8 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
             };
             let full = page.len() == CATCH_UP_PAGE;
             for msg in page {
-                let frame = Frame::msg(msg.id, Event::Msg(msg).to_json().into_bytes());
+                let frame =
+                    Frame::msg(msg.id, msg.conv, msg.seq, chat_proto::event::msg_json(&msg));
                 self.append(&frame);
             }
             self.flush().await?;
@@ -513,7 +524,6 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         &mut self,
         user: User,
         token_hash: crate::password::TokenHash,
-        acked: MsgId,
         friends: Vec<UserId>,
     ) -> bool {
         let outbox = Arc::new(Outbox::new(self.ctx.config.outbound_queue));
@@ -534,8 +544,9 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
             user,
             token_hash,
             outbox,
-            last_sent: acked,
-            acked,
+            last_sent: 0,
+            unacked: VecDeque::new(),
+            typing: None,
             friends,
             friends_changed: false,
         });
@@ -569,16 +580,42 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         Some(login)
     }
 
-    /// Moves the user's ack cursor up to `id`, but never past what this session received.
+    /// Acks every message this session was written with an id up to `id`: moves the
+    /// delivered cursor of each of their conversations to the highest seq among them.
     pub(crate) async fn ack(&mut self, id: MsgId) -> Result<(), OpError> {
         let Some(login) = self.login.as_mut() else {
             return Err(OpError::new(ErrorCode::Unauthenticated, "log in first"));
         };
-        let up_to = id.min(login.last_sent);
-        if up_to > login.acked {
-            login.acked = up_to;
-            self.ctx.store.ack(login.user.id, up_to).await?;
+        // Written in id order: the acked ones are at the front.
+        let mut moved: Vec<(ConvId, Seq)> = Vec::new();
+        while let Some(&(msg, conv, seq)) = login.unacked.front() {
+            if msg > id {
+                break;
+            }
+            login.unacked.pop_front();
+            match moved.iter_mut().find(|(c, _)| *c == conv) {
+                Some((_, top)) => *top = (*top).max(seq),
+                None => moved.push((conv, seq)),
+            }
         }
+        if login.unacked.is_empty() {
+            // A session that acks keeps no buffer between bursts.
+            login.unacked = VecDeque::new();
+        }
+        for (conv, seq) in moved {
+            self.ctx.store.ack(login.user.id, conv, seq).await?;
+        }
+        Ok(())
+    }
+
+    /// Acks `conv` up to `seq`: its delivered cursor moves there (never past the
+    /// conversation's last message), and this session forgets what it wrote of it.
+    pub(crate) async fn ack_conv(&mut self, conv: ConvId, seq: Seq) -> Result<(), OpError> {
+        let Some(login) = self.login.as_mut() else {
+            return Err(OpError::new(ErrorCode::Unauthenticated, "log in first"));
+        };
+        login.unacked.retain(|(_, c, s)| *c != conv || *s > seq);
+        self.ctx.store.ack(login.user.id, conv, seq).await?;
         Ok(())
     }
 

@@ -15,6 +15,8 @@ mod admin;
 mod basics;
 #[path = "server/classic.rs"]
 mod classic;
+#[path = "server/conversations.rs"]
+mod conversations;
 #[path = "server/errors.rs"]
 mod errors;
 #[path = "server/friends.rs"]

@@ -89,6 +89,7 @@ pub(crate) fn parse(frame: &[u8], logged_in: bool) -> Result<Request, Dropped> {
         msgid::ONE_CHAT => Request::Send(request::Send {
             to: int("toid")?,
             text: text("msg")?,
+            cmid: None,
         }),
         msgid::ADD_FRIEND => Request::AddFriend(request::UserRef {
             id: int("friendid")?,
@@ -103,6 +104,7 @@ pub(crate) fn parse(frame: &[u8], logged_in: bool) -> Result<Request, Dropped> {
         _ => Request::GroupSend(request::GroupSend {
             group: int("groupid")?,
             text: text("msg")?,
+            cmid: None,
         }),
     })
 }
@@ -278,7 +280,8 @@ mod tests {
             req,
             Ok(Request::Send(request::Send {
                 to: 2,
-                text: "hi".into()
+                text: "hi".into(),
+                cmid: None,
             }))
         );
         assert_eq!(parse(br#"{"msgid":3,"id":5}"#, true), Ok(Request::Logout));
@@ -328,6 +331,8 @@ mod tests {
             text: "hi".into(),
             to: Some(2),
             group: None,
+            conv: (1 << 32) | 2,
+            seq: 1,
         };
         let v: Value = serde_json::from_str(&chat_text(&msg)).unwrap();
         assert_eq!(v["msgid"], 6);

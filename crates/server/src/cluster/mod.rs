@@ -378,6 +378,7 @@ impl Node {
                 self.heard(&node);
                 let frame = Arc::new(Frame {
                     msg_id: None,
+                    conv_seq: (0, 0),
                     changes_friends,
                     bytes: frame.into_bytes(),
                 });
@@ -437,6 +438,7 @@ impl Node {
                     self.heard(&node);
                     self.hub.deliver_all(&Arc::new(Frame {
                         msg_id: None,
+                        conv_seq: (0, 0),
                         changes_friends: false,
                         bytes: frame.into_bytes(),
                     }));

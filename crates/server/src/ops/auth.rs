@@ -104,12 +104,7 @@ pub(crate) async fn login<W: AsyncWrite + Unpin, D: Dialect>(
     let snapshot = s.ctx.store.snapshot(user.id).await?;
     let admin = snapshot.admin || s.ctx.config.admins.contains(&user.name);
     let friend_ids: Vec<_> = snapshot.friends.iter().map(|f| f.id).collect();
-    let fresh = s.start_login(
-        user.clone(),
-        token_hash(&token),
-        snapshot.ack_cursor,
-        friend_ids,
-    );
+    let fresh = s.start_login(user.clone(), token_hash(&token), friend_ids);
     if fresh {
         let friends = s
             .login

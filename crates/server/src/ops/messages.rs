@@ -8,6 +8,8 @@ use chat_proto::request::{Ack, GroupSend, History, Rid, Send};
 use chat_proto::types::MsgRef;
 use tokio::io::AsyncWrite;
 
+use chat_proto::ErrorCode;
+
 use super::check_len;
 use crate::dialect::Dialect;
 use crate::error::{OpError, OpResult};
@@ -27,10 +29,15 @@ pub(crate) async fn send<W: AsyncWrite + Unpin, D: Dialect>(
             "you cannot send a message to yourself",
         ));
     }
-    let msg = s.ctx.store.send(me, req.to, &req.text).await?;
+    check_cmid(req.cmid.as_deref())?;
+    let msg = (s.ctx.store)
+        .send(me, req.to, &req.text, req.cmid.as_deref())
+        .await?;
     let msg = MsgRef {
         id: msg.id,
         ts: msg.ts,
+        conv: msg.conv,
+        seq: msg.seq,
     };
     Ok(ok_frame(rid, &MsgReply { msg }))
 }
@@ -43,12 +50,25 @@ pub(crate) async fn group_send<W: AsyncWrite + Unpin, D: Dialect>(
     let me = s.user()?;
     check_len("text", &req.text, 1, s.ctx.config.max_text)?;
     check_not_muted(s)?;
-    let msg = s.ctx.store.group_send(me, req.group, &req.text).await?;
+    check_cmid(req.cmid.as_deref())?;
+    let msg = (s.ctx.store)
+        .group_send(me, req.group, &req.text, req.cmid.as_deref())
+        .await?;
     let msg = MsgRef {
         id: msg.id,
         ts: msg.ts,
+        conv: msg.conv,
+        seq: msg.seq,
     };
     Ok(ok_frame(rid, &MsgReply { msg }))
+}
+
+/// A client message id is 1 to 64 characters.
+fn check_cmid(cmid: Option<&str>) -> Result<(), OpError> {
+    match cmid {
+        Some(cmid) => check_len("cmid", cmid, 1, 64),
+        None => Ok(()),
+    }
 }
 
 /// A muted user may not send; the message says until when.
@@ -69,10 +89,16 @@ pub(crate) async fn history<W: AsyncWrite + Unpin, D: Dialect>(
     req: History,
 ) -> OpResult {
     let me = s.user()?.id;
-    let conversation = match (req.with, req.group) {
-        (Some(with), None) => Conversation::With(with),
-        (None, Some(group)) => Conversation::Group(group),
-        _ => return Err(OpError::bad_request("history: give `with` or `group`")),
+    let conversation = match (req.with, req.group, req.conv) {
+        (Some(with), None, None) => Conversation::With(with),
+        (None, Some(group), None) => Conversation::Group(group),
+        (None, None, Some(conv)) => Conversation::of(me, conv)
+            .ok_or_else(|| OpError::new(ErrorCode::NotFound, "no such conversation"))?,
+        _ => {
+            return Err(OpError::bad_request(
+                "history: give one of `with`, `group` or `conv`",
+            ))
+        }
     };
     let limit = req.limit.unwrap_or(50);
     if !(1..=100).contains(&limit) {
@@ -91,6 +117,18 @@ pub(crate) async fn ack<W: AsyncWrite + Unpin, D: Dialect>(
     rid: &Rid,
     req: Ack,
 ) -> OpResult {
-    s.ack(req.id).await?;
+    match req {
+        Ack {
+            id: Some(id),
+            conv: None,
+            seq: None,
+        } => s.ack(id).await?,
+        Ack {
+            id: None,
+            conv: Some(conv),
+            seq: Some(seq),
+        } => s.ack_conv(conv, seq).await?,
+        _ => return Err(OpError::bad_request("ack: give `id`, or `conv` and `seq`")),
+    }
     Ok(ok_frame(rid, &Empty {}))
 }

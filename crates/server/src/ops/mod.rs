@@ -6,10 +6,12 @@
 //! - [`friends`]: add_friend, remove_friend, friends, and presence announcements
 //! - [`groups`]: create_group, join_group, leave_group, delete_group, groups, group_members
 //! - [`messages`]: send, group_send, history, ack
+//! - [`conversations`]: conversations, read, typing, sync
 //! - [`misc`]: users, ping, echo
 
 pub(crate) mod admin;
 pub(crate) mod auth;
+pub(crate) mod conversations;
 pub(crate) mod friends;
 pub(crate) mod groups;
 pub(crate) mod messages;
@@ -55,6 +57,10 @@ pub(crate) async fn dispatch<W: AsyncWrite + Unpin, D: Dialect>(
         Request::Broadcast(r) => admin::broadcast(s, rid, r).await,
         Request::Shutdown(r) => admin::shutdown(s, rid, r).await,
         Request::GroupKick(r) => admin::group_kick(s, rid, r).await,
+        Request::Conversations(r) => conversations::conversations(s, rid, r).await,
+        Request::Read(r) => conversations::read(s, rid, r).await,
+        Request::Typing(r) => conversations::typing(s, rid, r).await,
+        Request::Sync(r) => conversations::sync(s, rid, r).await,
     }
 }
 

@@ -6,9 +6,12 @@
 //! is also announced, after it commits and in commit order, on the [`CommitLog`]: the
 //! dispatcher turns that log into deliveries, so a recipient sees messages in id order.
 //!
-//! Pending messages are not rows of their own: each user has an ack cursor, and a message
-//! is pending for a user while its id is above that cursor (and, for a group message,
-//! above the id at which the user joined). Acking moves the cursor.
+//! Every message belongs to a **conversation** (a pair of users, or a group) and has a
+//! `seq` in it: 1, 2, 3, ... without gaps, in commit order. Pending messages are not rows
+//! of their own: each member of a conversation has two cursors in it, *delivered* (moved
+//! by acks) and *read* (moved by `read`). A message is pending for a user while its seq
+//! is above the user's delivered cursor in its conversation (and, in a group, above the
+//! seq at which the user joined), and it is not the user's own.
 
 pub mod postgres;
 pub mod sqlite;
@@ -17,8 +20,8 @@ mod writes;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chat_proto::types::{Msg, Role, User};
-use chat_proto::{GroupId, MsgId, UserId};
+use chat_proto::types::{ConvPos, ConvSummary, Msg, Role, User};
+use chat_proto::{ConvId, GroupId, MsgId, Seq, UserId};
 use tokio::sync::mpsc;
 
 /// Why a store operation failed. The messages are safe to show to a client.
@@ -64,13 +67,11 @@ pub struct GroupWithMembers {
     pub members: Vec<(User, Role)>,
 }
 
-/// What a session needs at login: friends, groups with members, and the ack cursor.
+/// What a session needs at login: friends and groups with members.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub friends: Vec<User>,
     pub groups: Vec<GroupWithMembers>,
-    /// The user's ack cursor.
-    pub ack_cursor: MsgId,
     /// Whether the operator made the user an admin.
     pub admin: bool,
 }
@@ -82,6 +83,55 @@ pub enum Conversation {
     With(UserId),
     /// A group the caller is a member of.
     Group(GroupId),
+}
+
+/// The conversation of two users: `(smaller id << 32) | larger id`, always positive.
+/// (User ids stay below 2^31.)
+pub fn direct_conv(a: UserId, b: UserId) -> ConvId {
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    (lo << 32) | hi
+}
+
+/// The conversation of a group: the group id, negated (group ids are never reused).
+pub fn group_conv(group: GroupId) -> ConvId {
+    -group
+}
+
+impl Conversation {
+    /// The conversation `conv` as `user` sees it: `None` if it cannot be one of the
+    /// user's (a pair without the user in it, or not a conversation id at all). Group
+    /// membership is for the store to check.
+    pub fn of(user: UserId, conv: ConvId) -> Option<Conversation> {
+        if conv < 0 {
+            return Some(Conversation::Group(-conv));
+        }
+        let (lo, hi) = (conv >> 32, conv & 0xFFFF_FFFF);
+        match () {
+            _ if lo == user && hi != user && hi > lo => Some(Conversation::With(hi)),
+            _ if hi == user && lo != user && lo > 0 && lo < hi => Some(Conversation::With(lo)),
+            _ => None,
+        }
+    }
+
+    /// Its conversation id, between `user` and the peer or in the group.
+    pub fn id(self, user: UserId) -> ConvId {
+        match self {
+            Conversation::With(peer) => direct_conv(user, peer),
+            Conversation::Group(group) => group_conv(group),
+        }
+    }
+}
+
+/// A `read` that moved a read cursor: who gets a `read` event for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadMark {
+    /// The read cursor now (it never moves back).
+    pub read: Seq,
+    /// Whether it moved.
+    pub moved: bool,
+    /// Who is told: the peer of a one-to-one conversation; in a group, the senders of the
+    /// messages the read covered (not every member: see ARCHITECTURE.md).
+    pub notify: Vec<UserId>,
 }
 
 /// A committed change that affects delivery, announced in commit order.
@@ -168,10 +218,25 @@ pub trait Store: Send + Sync + 'static {
     async fn user_groups(&self, user: UserId) -> StoreResult<Vec<GroupWithMembers>>;
     async fn snapshot(&self, user: UserId) -> StoreResult<Snapshot>;
 
-    /// Stores a one-to-one message; `NotFound` if the recipient does not exist.
-    async fn send(&self, from: &User, to: UserId, text: &str) -> StoreResult<Arc<Msg>>;
-    /// Stores a group message; `NotFound`, `Forbidden` (not a member).
-    async fn group_send(&self, from: &User, group: GroupId, text: &str) -> StoreResult<Arc<Msg>>;
+    /// Stores a one-to-one message; `NotFound` if the recipient does not exist. With a
+    /// `cmid` the sender used in the last 24 hours, stores nothing and returns the
+    /// message first sent with it.
+    async fn send(
+        &self,
+        from: &User,
+        to: UserId,
+        text: &str,
+        cmid: Option<&str>,
+    ) -> StoreResult<Arc<Msg>>;
+    /// Stores a group message; `NotFound`, `Forbidden` (not a member). `cmid` as in
+    /// [`Store::send`].
+    async fn group_send(
+        &self,
+        from: &User,
+        group: GroupId,
+        text: &str,
+        cmid: Option<&str>,
+    ) -> StoreResult<Arc<Msg>>;
     /// A page of a conversation, oldest first, of messages older than `before`.
     async fn history(
         &self,
@@ -180,10 +245,9 @@ pub trait Store: Send + Sync + 'static {
         before: Option<MsgId>,
         limit: usize,
     ) -> StoreResult<Vec<Msg>>;
-    /// The user's ack cursor: every message up to it is delivered for good.
-    async fn ack_cursor(&self, user: UserId) -> StoreResult<MsgId>;
-    /// Messages pending for `user` with an id above `after` and sent after `since_ms`
-    /// (older ones have expired from delivery), oldest first.
+    /// Messages pending for `user` (per conversation, above its delivered cursor) with an
+    /// id above `after` and sent after `since_ms` (older ones have expired from
+    /// delivery), oldest first.
     async fn pending(
         &self,
         user: UserId,
@@ -196,8 +260,36 @@ pub trait Store: Send + Sync + 'static {
     async fn messages_between(&self, after: MsgId, up_to: MsgId) -> StoreResult<Vec<Msg>>;
     /// The id of the newest message.
     async fn last_msg_id(&self) -> StoreResult<MsgId>;
-    /// Moves the user's ack cursor up to `up_to` (never down).
-    async fn ack(&self, user: UserId, up_to: MsgId) -> StoreResult<()>;
+    /// Moves the user's delivered cursor in `conv` up to `seq` (never down, never past
+    /// the conversation's last seq). Written in bulk within a fraction of a second.
+    async fn ack(&self, user: UserId, conv: ConvId, seq: Seq) -> StoreResult<()>;
+    /// Moves the user's read cursor in `conv` up to `seq` (never down, never past the last
+    /// seq; the delivered cursor follows). `NotFound` for a conversation that is not the
+    /// user's.
+    async fn mark_read(&self, user: UserId, conv: ConvId, seq: Seq) -> StoreResult<ReadMark>;
+    /// A page of the user's conversations, most recent first, whose last activity is
+    /// older than message id `before`. Presence (`online`) is left false for the caller.
+    async fn conversations(
+        &self,
+        user: UserId,
+        before: Option<MsgId>,
+        limit: usize,
+    ) -> StoreResult<Vec<(MsgId, ConvSummary)>>;
+    /// The members of `conv` other than `user`, and its group if it is one; `NotFound`
+    /// for a conversation that is not the user's.
+    async fn conv_peers(
+        &self,
+        user: UserId,
+        conv: ConvId,
+    ) -> StoreResult<(Option<GroupId>, Vec<UserId>)>;
+    /// What follows each position, oldest first per conversation, at most `limit`
+    /// messages; whether some were left out. Conversations not the user's are skipped.
+    async fn sync(
+        &self,
+        user: UserId,
+        positions: &[ConvPos],
+        limit: usize,
+    ) -> StoreResult<(Vec<Msg>, bool)>;
 
     /// Makes the user named `name` an admin, or not; `NotFound` if there is none.
     async fn set_admin(&self, name: &str, admin: bool) -> StoreResult<User>;

@@ -24,19 +24,21 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use chat_proto::types::{Msg, Role, User};
-use chat_proto::{GroupId, MsgId, UserId};
+use chat_proto::types::{ConvPos, ConvSummary, Msg, Role, User};
+use chat_proto::{ConvId, GroupId, MsgId, Seq, UserId};
 use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, SimpleQueryMessage, Statement};
 
-use super::writes::{fail, finisher, Finisher, PendingAcks, Reply, Write};
+use super::writes::{fail, finisher, AckMap, Finisher, PendingAcks, Reply, Write};
 use super::{
-    Commit, CommitBatch, CommitLog, Conversation, Credentials, GroupRow, GroupWithMembers,
-    Snapshot, Store, StoreError, StoreResult,
+    direct_conv, group_conv, Commit, CommitBatch, CommitLog, Conversation, Credentials, GroupRow,
+    GroupWithMembers, ReadMark, Snapshot, Store, StoreError, StoreResult,
 };
+
+mod conv;
 
 /// The most writes one transaction takes.
 const MAX_BATCH: usize = 4096;
@@ -73,6 +75,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../migrations/postgres/0003_ids_never_reused.sql"),
     ),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_conversations.sql"),
+    ),
 ];
 
 /// Serialises migrations of one schema between nodes (a session-level lock).
@@ -86,20 +92,14 @@ const BEGIN_WRITE: &str = "BEGIN; \
      SELECT pg_advisory_xact_lock(hashtext('chatd.msg_ids'), hashtext(current_schema())); \
      SELECT last_msg_id FROM cluster_log WHERE id = 1";
 
-const MSG_SELECT: &str = "SELECT m.id, m.ts, m.from_user, u.name, m.text, m.to_user, m.group_id \
-                          FROM messages m JOIN users u ON u.id = m.from_user";
+const MSG_SELECT: &str = "SELECT m.id, m.ts, m.from_user, u.name, m.text, m.to_user, m.group_id, \
+                          m.conv, m.seq FROM messages m JOIN users u ON u.id = m.from_user";
 
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// The key of a one-to-one conversation.
-fn conv_key(a: UserId, b: UserId) -> i64 {
-    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-    (lo << 32) | hi
 }
 
 fn role_of(text: &str) -> Role {
@@ -158,6 +158,8 @@ fn row_to_msg(row: &Row) -> StoreResult<Msg> {
             .map_err(|_| StoreError::Internal("a stored message text is not UTF-8".into()))?,
         to: row.try_get(5)?,
         group: row.try_get(6)?,
+        conv: row.try_get(7)?,
+        seq: row.try_get(8)?,
     })
 }
 
@@ -436,19 +438,6 @@ async fn friends_of(c: &ClientWrapper, user: UserId) -> StoreResult<Vec<User>> {
     Ok(rows.iter().map(row_to_user).collect::<Result<_, _>>()?)
 }
 
-async fn cursor_of(c: &ClientWrapper, user: UserId) -> StoreResult<MsgId> {
-    let row = opt_row(
-        c,
-        "SELECT cursor FROM ack_cursors WHERE user_id = $1",
-        &[&user],
-    )
-    .await?;
-    Ok(match row {
-        Some(row) => row.try_get(0)?,
-        None => 0,
-    })
-}
-
 /// Members with their roles: the creator first, then by id.
 async fn members_with_roles(c: &ClientWrapper, group: GroupId) -> StoreResult<Vec<(User, Role)>> {
     let rows = rows(
@@ -517,18 +506,6 @@ async fn groups_of(c: &ClientWrapper, user: UserId) -> StoreResult<Vec<GroupWith
 
 /// Messages pending for `user` above `after`: one-to-one ones, and those of each of its
 /// groups above both `after` and the id at which it joined, not its own; oldest first.
-const PENDING: &str =
-    "SELECT m.id, m.ts, m.from_user, u.name, m.text, m.to_user, m.group_id FROM (\
-       (SELECT id, ts, from_user, text, to_user, group_id FROM messages \
-        WHERE to_user = $1 AND id > $2 AND ts > $4 ORDER BY id LIMIT $3) \
-     UNION ALL \
-       (SELECT g.id, g.ts, g.from_user, g.text, g.to_user, g.group_id FROM group_members gm \
-        CROSS JOIN LATERAL (SELECT id, ts, from_user, text, to_user, group_id FROM messages \
-          WHERE group_id = gm.group_id AND id > GREATEST($2, gm.joined_after) \
-          AND from_user <> $1 AND ts > $4 ORDER BY id LIMIT $3) g \
-        WHERE gm.user_id = $1) \
-     ) m JOIN users u ON u.id = m.from_user ORDER BY m.id LIMIT $3";
-
 /// The writer's connection and its prepared statements.
 struct WriterConn {
     client: Client,
@@ -548,6 +525,11 @@ struct Batch {
     last: MsgId,
     /// Memberships looked up in this batch; forgotten when one changes.
     members: HashMap<(GroupId, UserId), bool>,
+    /// The last seq per conversation this batch has locked or written: read (and the row
+    /// locked) at a conversation's first message in the batch.
+    seqs: HashMap<ConvId, Seq>,
+    /// Client message ids of this batch's messages: (user, cmid) -> message.
+    cmids: HashMap<(UserId, String), Arc<Msg>>,
 }
 
 impl Batch {
@@ -618,7 +600,7 @@ impl Writer {
         let acks = if flush_acks {
             self.acks.snapshot()
         } else {
-            HashMap::new()
+            AckMap::new()
         };
         if ops.is_empty() && acks.is_empty() {
             return close;
@@ -669,7 +651,7 @@ impl Writer {
     async fn transact(
         &mut self,
         ops: &mut VecDeque<Write>,
-        acks: &HashMap<UserId, MsgId>,
+        acks: &AckMap,
         done: &mut Batch,
     ) -> StoreResult<()> {
         if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
@@ -687,12 +669,23 @@ impl Writer {
         } else {
             done.after = self.begin_write().await?;
             done.last = done.after;
+            self.lock_conversations(ops, done).await?;
         }
         while let Some(write) = ops.pop_front() {
             self.apply_one(write, done).await?;
         }
         if !done.messages.is_empty() {
             self.insert_messages(&done.messages).await?;
+            self.write_cmids(&done.cmids).await?;
+        }
+        if done.last != done.after && acks.is_empty() {
+            // With the COMMIT, in one round trip (a number: nothing to quote).
+            return self
+                .simple(&format!(
+                    "UPDATE cluster_log SET last_msg_id = {} WHERE id = 1; COMMIT",
+                    done.last
+                ))
+                .await;
         }
         if done.last != done.after {
             self.execute(
@@ -702,24 +695,7 @@ impl Writer {
             .await?;
         }
         if !acks.is_empty() {
-            // Sorted, so that two nodes flushing at once lock rows in the same order.
-            let mut rows: Vec<(UserId, MsgId)> = acks.iter().map(|(u, c)| (*u, *c)).collect();
-            rows.sort_unstable();
-            let (users, cursors): (Vec<UserId>, Vec<MsgId>) = rows.into_iter().unzip();
-            let written: StoreResult<()> = savepoint!(
-                self,
-                self.execute(
-                    "INSERT INTO ack_cursors (user_id, cursor) \
-                     SELECT * FROM unnest($1::bigint[], $2::bigint[]) \
-                     ON CONFLICT (user_id) DO UPDATE \
-                     SET cursor = GREATEST(ack_cursors.cursor, excluded.cursor)",
-                    &[&users, &cursors],
-                )
-            )
-            .map(|_| ());
-            if let Err(e) = written {
-                tracing::error!(error = %e, users = users.len(), "store: cannot move ack cursors");
-            }
+            self.write_acks(acks).await?;
         }
         self.simple("COMMIT").await
     }
@@ -791,7 +767,8 @@ impl Writer {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        let (mut to, mut group, mut conv, mut text) = (
+        let (mut to, mut group, mut conv, mut seq, mut text) = (
+            Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -803,14 +780,21 @@ impl Writer {
             from.push(m.from);
             to.push(m.to);
             group.push(m.group);
-            conv.push(m.to.map(|to| conv_key(m.from, to)));
+            conv.push(m.conv);
+            seq.push(m.seq);
             text.push(m.text.as_bytes());
         }
+        // The messages, and each conversation's new last seq and activity: one statement.
         self.execute(
-            "INSERT INTO messages (id, ts, from_user, to_user, group_id, conv, text) \
-             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], \
-             $5::bigint[], $6::bigint[], $7::bytea[])",
-            &[&ids, &ts, &from, &to, &group, &conv, &text],
+            "WITH m AS (INSERT INTO messages \
+               (id, ts, from_user, to_user, group_id, conv, seq, text) \
+               SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], \
+               $5::bigint[], $6::bigint[], $7::bigint[], $8::bytea[]) \
+               RETURNING conv, seq, id, ts) \
+             UPDATE conversations c SET last_seq = t.seq, last_msg_id = t.id, last_ts = t.ts \
+             FROM (SELECT DISTINCT ON (conv) conv, seq, id, ts FROM m ORDER BY conv, seq DESC) t \
+             WHERE c.id = t.conv",
+            &[&ids, &ts, &from, &to, &group, &conv, &seq, &text],
         )
         .await?;
         Ok(())
@@ -869,7 +853,11 @@ impl Writer {
                 desc,
                 reply,
             } => {
-                let result = savepoint!(self, self.create_group(creator, &name, &desc, done.last));
+                let at = done.last + 1;
+                let result = savepoint!(
+                    self,
+                    self.create_group(creator, &name, &desc, done.last, at)
+                );
                 if let Ok(group) = &result {
                     done.members.clear();
                     let at = done.next_id();
@@ -882,7 +870,8 @@ impl Writer {
                 done.finishers.push(finisher(reply, result));
             }
             Write::JoinGroup { group, user, reply } => {
-                let result = savepoint!(self, self.join_group(group, user, done.last));
+                let joined_seq = done.seqs.get(&group_conv(group)).copied();
+                let result = savepoint!(self, self.join_group(group, user, done.last, joined_seq));
                 if result.is_ok() {
                     done.members.clear();
                     let at = done.next_id();
@@ -932,21 +921,40 @@ impl Writer {
                 from,
                 to,
                 text,
+                cmid,
                 reply,
             } => {
-                let result = if !self.user_exists(to).await? {
+                let result = if let Some(first) = self.resend(&done.cmids, from.id, &cmid).await? {
+                    Ok(first)
+                } else if !self.user_exists(to).await? {
                     Err(StoreError::NotFound("no such user"))
                 } else {
-                    Ok(self.stamp(done, from, Some(to), None, text))
+                    let conv = direct_conv(from.id, to);
+                    self.stamp(done, from, Some(to), None, conv, text, cmid)
+                        .await
                 };
+                done.finishers.push(finisher(reply, result));
+            }
+            Write::MarkRead {
+                user,
+                conv,
+                seq,
+                reply,
+            } => {
+                let result = savepoint!(self, self.mark_read(done, user, conv, seq));
                 done.finishers.push(finisher(reply, result));
             }
             Write::GroupSend {
                 from,
                 group,
                 text,
+                cmid,
                 reply,
             } => {
+                if let Some(first) = self.resend(&done.cmids, from.id, &cmid).await? {
+                    done.finishers.push(finisher(reply, Ok(first)));
+                    return Ok(());
+                }
                 let member = match done.members.get(&(group, from.id)) {
                     Some(member) => *member,
                     None => {
@@ -961,7 +969,9 @@ impl Writer {
                         Some(_) => StoreError::Forbidden("not a member of that group"),
                     })
                 } else {
-                    Ok(self.stamp(done, from, None, Some(group), text))
+                    let conv = group_conv(group);
+                    self.stamp(done, from, None, Some(group), conv, text, cmid)
+                        .await
                 };
                 done.finishers.push(finisher(reply, result));
             }
@@ -970,15 +980,22 @@ impl Writer {
         Ok(())
     }
 
-    /// Gives a message the next id and a timestamp, and queues its row and its commit.
-    fn stamp(
+    /// Gives a message the next id, a timestamp and the next seq of its conversation
+    /// (locking the conversation's row at its first message in the batch), and queues its
+    /// row and its commit.
+    #[allow(clippy::too_many_arguments)]
+    async fn stamp(
         &mut self,
         done: &mut Batch,
         from: User,
         to: Option<UserId>,
         group: Option<GroupId>,
+        conv: ConvId,
         text: String,
-    ) -> Arc<Msg> {
+        cmid: Option<String>,
+    ) -> StoreResult<Arc<Msg>> {
+        let seq = self.conv_seq(done, conv).await? + 1;
+        done.seqs.insert(conv, seq);
         let id = done.next_id();
         self.last_ts = self.last_ts.max(now_ms());
         let msg = Arc::new(Msg {
@@ -989,10 +1006,15 @@ impl Writer {
             text,
             to,
             group,
+            conv,
+            seq,
         });
+        if let Some(cmid) = cmid {
+            done.cmids.insert((msg.from, cmid), msg.clone());
+        }
         done.messages.push(msg.clone());
         done.commits.push(Commit::Msg(msg.clone()));
-        msg
+        Ok(msg)
     }
 
     async fn user_exists(&mut self, id: UserId) -> StoreResult<bool> {
@@ -1070,12 +1092,14 @@ impl Writer {
         Ok(())
     }
 
+    /// Creates a group, its conversation (last activity `at`) and the creator's membership.
     async fn create_group(
         &mut self,
         creator: UserId,
         name: &str,
         desc: &str,
         joined_after: MsgId,
+        at: MsgId,
     ) -> StoreResult<GroupRow> {
         if name.contains('\0') || desc.contains('\0') {
             return Err(NUL_IN_TEXT);
@@ -1090,9 +1114,15 @@ impl Writer {
             .ok_or_else(|| StoreError::Internal("INSERT returned no id".into()))?;
         let id: GroupId = row.try_get(0)?;
         self.execute(
-            "INSERT INTO group_members (group_id, user_id, role, joined_after) \
-             VALUES ($1, $2, 'creator', $3)",
+            "INSERT INTO group_members (group_id, user_id, role, joined_after, joined_seq) \
+             VALUES ($1, $2, 'creator', $3, 0)",
             &[&id, &creator, &joined_after],
+        )
+        .await?;
+        self.execute(
+            "INSERT INTO conversations (id, group_id, last_seq, last_msg_id, last_ts) \
+             VALUES ($1, $2, 0, $3, $4)",
+            &[&group_conv(id), &id, &at, &now_ms()],
         )
         .await?;
         Ok(GroupRow {
@@ -1128,21 +1158,35 @@ impl Writer {
         }
     }
 
+    /// `joined_seq`: the group's last seq if this batch wrote to it (else the stored one).
     async fn join_group(
         &mut self,
         group: GroupId,
         user: UserId,
         joined_after: MsgId,
+        joined_seq: Option<Seq>,
     ) -> StoreResult<GroupRow> {
         let row = self
             .group_row(group)
             .await?
             .ok_or(StoreError::NotFound("no such group"))?;
+        let joined_seq = match joined_seq {
+            Some(seq) => seq,
+            None => self
+                .query_opt(
+                    "SELECT last_seq FROM conversations WHERE id = $1",
+                    &[&group_conv(group)],
+                )
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?
+                .unwrap_or(0),
+        };
         let inserted = self
             .execute(
-                "INSERT INTO group_members (group_id, user_id, role, joined_after) \
-                 VALUES ($1, $2, 'member', $3) ON CONFLICT DO NOTHING",
-                &[&group, &user, &joined_after],
+                "INSERT INTO group_members (group_id, user_id, role, joined_after, joined_seq) \
+                 VALUES ($1, $2, 'member', $3, $4) ON CONFLICT DO NOTHING",
+                &[&group, &user, &joined_after, &joined_seq],
             )
             .await?;
         if inserted == 0 {
@@ -1214,7 +1258,12 @@ impl Writer {
             .collect::<Result<Vec<UserId>, _>>()?;
         members.sort_unstable();
         // Its messages go with it: nothing of a deleted group shows anywhere again.
-        self.execute("DELETE FROM messages WHERE group_id = $1", &[&group])
+        let conv = group_conv(group);
+        self.execute("DELETE FROM messages WHERE conv = $1", &[&conv])
+            .await?;
+        self.execute("DELETE FROM cursors WHERE conv = $1", &[&conv])
+            .await?;
+        self.execute("DELETE FROM conversations WHERE id = $1", &[&conv])
             .await?;
         self.execute("DELETE FROM chat_groups WHERE id = $1", &[&group])
             .await?;
@@ -1398,49 +1447,53 @@ impl Store for PgStore {
     }
 
     async fn snapshot(&self, user: UserId) -> StoreResult<Snapshot> {
-        // The noted acks first, then the table: a flush that commits in between is then
-        // seen in the table (reading the other way round could miss it in both).
-        let noted = self.acks.get(user);
-        let mut snapshot = self
-            .read(|c| async move {
-                // One connection, three queries in flight at once (pipelined).
-                let (friends, groups, ack_cursor, admin) = tokio::try_join!(
-                    friends_of(&c, user),
-                    groups_of(&c, user),
-                    cursor_of(&c, user),
-                    admin_of(&c, user)
-                )?;
-                Ok(Snapshot {
-                    friends,
-                    groups,
-                    ack_cursor,
-                    admin,
-                })
+        self.read(|c| async move {
+            // One connection, three queries in flight at once (pipelined).
+            let (friends, groups, admin) = tokio::try_join!(
+                friends_of(&c, user),
+                groups_of(&c, user),
+                admin_of(&c, user)
+            )?;
+            Ok(Snapshot {
+                friends,
+                groups,
+                admin,
             })
-            .await?;
-        if let Some(noted) = noted {
-            snapshot.ack_cursor = snapshot.ack_cursor.max(noted);
-        }
-        Ok(snapshot)
+        })
+        .await
     }
 
-    async fn send(&self, from: &User, to: UserId, text: &str) -> StoreResult<Arc<Msg>> {
-        let (from, text) = (from.clone(), text.to_string());
+    async fn send(
+        &self,
+        from: &User,
+        to: UserId,
+        text: &str,
+        cmid: Option<&str>,
+    ) -> StoreResult<Arc<Msg>> {
+        let (from, text, cmid) = (from.clone(), text.to_string(), cmid.map(str::to_string));
         self.write(|reply| Write::Send {
             from,
             to,
             text,
+            cmid,
             reply,
         })
         .await
     }
 
-    async fn group_send(&self, from: &User, group: GroupId, text: &str) -> StoreResult<Arc<Msg>> {
-        let (from, text) = (from.clone(), text.to_string());
+    async fn group_send(
+        &self,
+        from: &User,
+        group: GroupId,
+        text: &str,
+        cmid: Option<&str>,
+    ) -> StoreResult<Arc<Msg>> {
+        let (from, text, cmid) = (from.clone(), text.to_string(), cmid.map(str::to_string));
         self.write(|reply| Write::GroupSend {
             from,
             group,
             text,
+            cmid,
             reply,
         })
         .await
@@ -1461,7 +1514,7 @@ impl Store for PgStore {
                     if !exists(&c, "SELECT 1 FROM users WHERE id = $1", &[&other]).await? {
                         return Err(StoreError::NotFound("no such user"));
                     }
-                    let key = conv_key(user, other);
+                    let key = direct_conv(user, other);
                     rows(
                         &c,
                         &format!(
@@ -1492,10 +1545,10 @@ impl Store for PgStore {
                     rows(
                         &c,
                         &format!(
-                            "{MSG_SELECT} WHERE m.group_id = $1 AND m.id < $2 \
+                            "{MSG_SELECT} WHERE m.conv = $1 AND m.id < $2 \
                              ORDER BY m.id DESC LIMIT $3"
                         ),
-                        &[&group, &before, &limit],
+                        &[&group_conv(group), &before, &limit],
                     )
                     .await?
                 }
@@ -1507,15 +1560,6 @@ impl Store for PgStore {
         .await
     }
 
-    async fn ack_cursor(&self, user: UserId) -> StoreResult<MsgId> {
-        // Noted acks first, then the table (see `snapshot`).
-        let noted = self.acks.get(user);
-        let stored = self
-            .read(|c| async move { cursor_of(&c, user).await })
-            .await?;
-        Ok(noted.map_or(stored, |noted| noted.max(stored)))
-    }
-
     async fn pending(
         &self,
         user: UserId,
@@ -1523,11 +1567,12 @@ impl Store for PgStore {
         since_ms: i64,
         limit: usize,
     ) -> StoreResult<Vec<Msg>> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read(|c| async move {
-            let rows = rows(&c, PENDING, &[&user, &after, &limit, &since_ms]).await?;
-            rows.iter().map(row_to_msg).collect()
-        })
+        // The noted acks first, then the table: a flush that commits in between is then
+        // seen in the table (reading the other way round could miss it in both).
+        let noted = self.acks.of_user(user);
+        self.read(
+            |c| async move { conv::pending_of(&c, user, &noted, after, since_ms, limit).await },
+        )
         .await
     }
 
@@ -1631,12 +1676,53 @@ impl Store for PgStore {
         .await
     }
 
-    async fn ack(&self, user: UserId, up_to: MsgId) -> StoreResult<()> {
+    async fn ack(&self, user: UserId, conv: ConvId, seq: Seq) -> StoreResult<()> {
         if self.writes.is_closed() {
             return Err(StoreError::Unavailable("the store is closed".into()));
         }
-        self.acks.note(user, up_to);
+        self.acks.note(user, conv, seq);
         Ok(())
+    }
+
+    async fn mark_read(&self, user: UserId, conv: ConvId, seq: Seq) -> StoreResult<ReadMark> {
+        self.write(|reply| Write::MarkRead {
+            user,
+            conv,
+            seq,
+            reply,
+        })
+        .await
+    }
+
+    async fn conversations(
+        &self,
+        user: UserId,
+        before: Option<MsgId>,
+        limit: usize,
+    ) -> StoreResult<Vec<(MsgId, ConvSummary)>> {
+        let before = before.unwrap_or(MsgId::MAX);
+        self.read(|c| async move { conv::conversations_of(&c, user, before, limit).await })
+            .await
+    }
+
+    async fn conv_peers(
+        &self,
+        user: UserId,
+        conv: ConvId,
+    ) -> StoreResult<(Option<GroupId>, Vec<UserId>)> {
+        self.read(|c| async move { conv::peers_of(&c, user, conv).await })
+            .await
+    }
+
+    async fn sync(
+        &self,
+        user: UserId,
+        positions: &[ConvPos],
+        limit: usize,
+    ) -> StoreResult<(Vec<Msg>, bool)> {
+        let positions = positions.to_vec();
+        self.read(|c| async move { conv::sync_of(&c, user, &positions, limit).await })
+            .await
     }
 
     async fn close(&self) {

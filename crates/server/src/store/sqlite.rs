@@ -18,17 +18,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use chat_proto::types::{Msg, Role, User};
-use chat_proto::{GroupId, MsgId, UserId};
+use chat_proto::types::{ConvPos, ConvSummary, Msg, Role, User};
+use chat_proto::{ConvId, GroupId, MsgId, Seq, UserId};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use super::writes::{fail, finisher, Finisher, PendingAcks, Reply, Write};
+use super::writes::{fail, finisher, AckMap, Finisher, PendingAcks, Reply, Write};
 use super::{
-    Commit, CommitBatch, CommitLog, Conversation, Credentials, GroupRow, GroupWithMembers,
-    Snapshot, Store, StoreError, StoreResult,
+    direct_conv, group_conv, Commit, CommitBatch, CommitLog, Conversation, Credentials, GroupRow,
+    GroupWithMembers, ReadMark, Snapshot, Store, StoreError, StoreResult,
 };
+
+mod conv;
+
 use crate::config::Durability;
+use conv::ConvTouch;
 
 /// The most writes one transaction takes.
 const MAX_BATCH: usize = 4096;
@@ -50,22 +54,20 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../migrations/sqlite/0003_ids_never_reused.sql"),
     ),
+    (
+        5,
+        include_str!("../../migrations/sqlite/0005_conversations.sql"),
+    ),
 ];
 
-const MSG_SELECT: &str = "SELECT m.id, m.ts, m.from_user, u.name, m.text, m.to_user, m.group_id \
-                          FROM messages m JOIN users u ON u.id = m.from_user";
+const MSG_SELECT: &str = "SELECT m.id, m.ts, m.from_user, u.name, m.text, m.to_user, m.group_id, \
+                          m.conv, m.seq FROM messages m JOIN users u ON u.id = m.from_user";
 
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// The key of a one-to-one conversation.
-fn conv_key(a: UserId, b: UserId) -> i64 {
-    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-    (lo << 32) | hi
 }
 
 fn sql_error(e: rusqlite::Error) -> StoreError {
@@ -86,6 +88,8 @@ fn row_to_msg(row: &rusqlite::Row<'_>) -> rusqlite::Result<Msg> {
         text: row.get(4)?,
         to: row.get(5)?,
         group: row.get(6)?,
+        conv: row.get(7)?,
+        seq: row.get(8)?,
     })
 }
 
@@ -137,6 +141,8 @@ impl SqliteStore {
             next_msg_id,
             last_ts: 0,
             known_users: HashSet::new(),
+            seqs: HashMap::new(),
+            touched: HashMap::new(),
             commits: commit_tx,
             acks: acks.clone(),
         };
@@ -309,6 +315,11 @@ struct Writer {
     last_ts: i64,
     /// Users known to exist (users are never deleted), to skip a lookup per message.
     known_users: HashSet<UserId>,
+    /// The last seq given out per conversation (read from `conversations` on first use),
+    /// so a message takes its seq without a read. Cleared when a commit fails.
+    seqs: HashMap<ConvId, Seq>,
+    /// The conversations this batch wrote to, written to `conversations` before COMMIT.
+    touched: HashMap<ConvId, ConvTouch>,
     commits: mpsc::Sender<CommitBatch>,
     acks: Arc<PendingAcks>,
 }
@@ -363,19 +374,11 @@ impl Writer {
         let acks = if flush_acks {
             self.acks.snapshot()
         } else {
-            HashMap::new()
+            AckMap::new()
         };
-        for (user, up_to) in &acks {
-            let result = self
-                .conn
-                .prepare_cached(
-                    "INSERT INTO ack_cursors (user_id, cursor) VALUES (?1, ?2) \
-                     ON CONFLICT (user_id) DO UPDATE SET cursor = max(cursor, excluded.cursor)",
-                )
-                .and_then(|mut s| s.execute(params![user, up_to]));
-            if let Err(e) = result {
-                tracing::error!(error = %e, user, "store: cannot move an ack cursor");
-            }
+        self.write_acks(&acks);
+        if let Err(e) = self.write_touched() {
+            tracing::error!(error = %e, "store: cannot record conversations");
         }
         if self.next_msg_id != first_id {
             let moved = self
@@ -409,6 +412,7 @@ impl Writer {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.next_msg_id = first_id;
                 self.known_users.clear();
+                self.seqs.clear();
                 for finish in finishers {
                     finish(Some(e));
                 }
@@ -469,7 +473,8 @@ impl Writer {
                 desc,
                 reply,
             } => {
-                let result = self.savepoint(|w| w.create_group(creator, &name, &desc));
+                let at = self.next_msg_id;
+                let result = self.savepoint(|w| w.create_group(creator, &name, &desc, at));
                 if let Ok(group) = &result {
                     let at = self.next_stamp().0;
                     commits.push(Commit::Joined {
@@ -525,24 +530,41 @@ impl Writer {
                 from,
                 to,
                 text,
+                cmid,
                 reply,
             } => {
-                let result = self.send(from, to, text);
-                if let Ok(msg) = &result {
-                    commits.push(Commit::Msg(msg.clone()));
-                }
+                let result = match self.resend(from.id, cmid.as_deref()) {
+                    Ok(Some(first)) => Ok(first),
+                    Ok(None) => self.send(from, to, text, cmid).inspect(|msg| {
+                        commits.push(Commit::Msg(msg.clone()));
+                    }),
+                    Err(e) => Err(e),
+                };
                 done.push(finisher(reply, result));
             }
             Write::GroupSend {
                 from,
                 group,
                 text,
+                cmid,
                 reply,
             } => {
-                let result = self.group_send(from, group, text);
-                if let Ok(msg) = &result {
-                    commits.push(Commit::Msg(msg.clone()));
-                }
+                let result = match self.resend(from.id, cmid.as_deref()) {
+                    Ok(Some(first)) => Ok(first),
+                    Ok(None) => self.group_send(from, group, text, cmid).inspect(|msg| {
+                        commits.push(Commit::Msg(msg.clone()));
+                    }),
+                    Err(e) => Err(e),
+                };
+                done.push(finisher(reply, result));
+            }
+            Write::MarkRead {
+                user,
+                conv,
+                seq,
+                reply,
+            } => {
+                let result = self.savepoint(|w| w.mark_read(user, conv, seq));
                 done.push(finisher(reply, result));
             }
             Write::FlushAcks | Write::Close { .. } => {}
@@ -638,21 +660,37 @@ impl Writer {
         Ok(())
     }
 
-    fn create_group(&mut self, creator: UserId, name: &str, desc: &str) -> StoreResult<GroupRow> {
+    /// Creates a group, its conversation (whose last activity is `at`, the id its
+    /// creation takes in the log) and the creator's membership.
+    fn create_group(
+        &mut self,
+        creator: UserId,
+        name: &str,
+        desc: &str,
+        at: MsgId,
+    ) -> StoreResult<GroupRow> {
+        let now = now_ms();
         self.conn
             .execute(
                 "INSERT INTO chat_groups (name, description, creator, created_ms) \
                  VALUES (?1, ?2, ?3, ?4)",
-                params![name, desc, creator, now_ms()],
+                params![name, desc, creator, now],
             )
             .map_err(sql_error)?;
         let id = self.conn.last_insert_rowid();
         self.conn
             .execute(
-                "INSERT INTO group_members (group_id, user_id, role, joined_after) \
-                 VALUES (?1, ?2, 'creator', ?3)",
+                "INSERT INTO group_members (group_id, user_id, role, joined_after, joined_seq) \
+                 VALUES (?1, ?2, 'creator', ?3, 0)",
                 params![id, creator, self.next_msg_id - 1],
             )
+            .and_then(|_| {
+                self.conn.execute(
+                    "INSERT INTO conversations \
+                     (id, group_id, last_seq, last_msg_id, last_ts) VALUES (?1, ?2, 0, ?3, ?4)",
+                    params![group_conv(id), id, at, now],
+                )
+            })
             .map_err(sql_error)?;
         Ok(GroupRow {
             id,
@@ -691,12 +729,13 @@ impl Writer {
         let row = self
             .group_row(group)?
             .ok_or(StoreError::NotFound("no such group"))?;
+        let joined_seq = self.last_seq(group_conv(group))?;
         let inserted = self
             .conn
             .execute(
-                "INSERT INTO group_members (group_id, user_id, role, joined_after) \
-                 VALUES (?1, ?2, 'member', ?3) ON CONFLICT DO NOTHING",
-                params![group, user, self.next_msg_id - 1],
+                "INSERT INTO group_members (group_id, user_id, role, joined_after, joined_seq) \
+                 VALUES (?1, ?2, 'member', ?3, ?4) ON CONFLICT DO NOTHING",
+                params![group, user, self.next_msg_id - 1, joined_seq],
             )
             .map_err(sql_error)?;
         if inserted == 0 {
@@ -760,8 +799,19 @@ impl Writer {
         }
         let members = member_ids(&self.conn, group).map_err(sql_error)?;
         // Its messages go with it: nothing of a deleted group shows anywhere again.
+        let conv = group_conv(group);
+        self.seqs.remove(&conv);
+        self.touched.remove(&conv);
         self.conn
-            .execute("DELETE FROM messages WHERE group_id = ?1", [group])
+            .execute("DELETE FROM messages WHERE conv = ?1", [conv])
+            .and_then(|_| {
+                self.conn
+                    .execute("DELETE FROM cursors WHERE conv = ?1", [conv])
+            })
+            .and_then(|_| {
+                self.conn
+                    .execute("DELETE FROM conversations WHERE id = ?1", [conv])
+            })
             .and_then(|_| {
                 self.conn
                     .execute("DELETE FROM group_members WHERE group_id = ?1", [group])
@@ -781,61 +831,102 @@ impl Writer {
         (id, self.last_ts)
     }
 
-    fn send(&mut self, from: User, to: UserId, text: String) -> StoreResult<Arc<Msg>> {
+    fn send(
+        &mut self,
+        from: User,
+        to: UserId,
+        text: String,
+        cmid: Option<String>,
+    ) -> StoreResult<Arc<Msg>> {
         if !self.user_exists(to)? {
             return Err(StoreError::NotFound("no such user"));
         }
-        let (id, ts) = self.next_stamp();
-        let inserted = self
-            .conn
-            .prepare_cached(
-                "INSERT INTO messages (id, ts, from_user, to_user, conv, text) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .and_then(|mut s| s.execute(params![id, ts, from.id, to, conv_key(from.id, to), text]));
-        if let Err(e) = inserted {
-            self.next_msg_id = id;
-            return Err(sql_error(e));
-        }
-        Ok(Arc::new(Msg {
-            id,
-            ts,
+        let conv = direct_conv(from.id, to);
+        let msg = Msg {
+            id: 0,
+            ts: 0,
             from: from.id,
             from_name: from.name,
             text,
             to: Some(to),
             group: None,
-        }))
+            conv,
+            seq: 0,
+        };
+        self.insert_message(msg, cmid)
     }
 
-    fn group_send(&mut self, from: User, group: GroupId, text: String) -> StoreResult<Arc<Msg>> {
+    fn group_send(
+        &mut self,
+        from: User,
+        group: GroupId,
+        text: String,
+        cmid: Option<String>,
+    ) -> StoreResult<Arc<Msg>> {
         if self.role(group, from.id)?.is_none() {
             return Err(match self.group_row(group)? {
                 None => StoreError::NotFound("no such group"),
                 Some(_) => StoreError::Forbidden("not a member of that group"),
             });
         }
-        let (id, ts) = self.next_stamp();
-        let inserted = self
-            .conn
-            .prepare_cached(
-                "INSERT INTO messages (id, ts, from_user, group_id, text) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .and_then(|mut s| s.execute(params![id, ts, from.id, group, text]));
-        if let Err(e) = inserted {
-            self.next_msg_id = id;
-            return Err(sql_error(e));
-        }
-        Ok(Arc::new(Msg {
-            id,
-            ts,
+        let msg = Msg {
+            id: 0,
+            ts: 0,
             from: from.id,
             from_name: from.name,
             text,
             to: None,
             group: Some(group),
-        }))
+            conv: group_conv(group),
+            seq: 0,
+        };
+        self.insert_message(msg, cmid)
+    }
+
+    /// Gives `msg` its id, time and seq, and inserts it (with its `cmid`, if any).
+    fn insert_message(&mut self, mut msg: Msg, cmid: Option<String>) -> StoreResult<Arc<Msg>> {
+        let seq = self.last_seq(msg.conv)? + 1;
+        let (id, ts) = self.next_stamp();
+        (msg.id, msg.ts, msg.seq) = (id, ts, seq);
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO messages (id, ts, from_user, to_user, group_id, conv, seq, text) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id, ts, msg.from, msg.to, msg.group, msg.conv, seq, msg.text
+                ])
+            })
+            .and_then(|_| {
+                match &cmid {
+                None => Ok(0),
+                Some(cmid) => self
+                    .conn
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO client_msg_ids (user_id, cmid, msg_id, created_ms) \
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .and_then(|mut s| s.execute(params![msg.from, cmid, id, ts])),
+            }
+            });
+        if let Err(e) = inserted {
+            self.next_msg_id = id;
+            return Err(sql_error(e));
+        }
+        self.seqs.insert(msg.conv, seq);
+        self.touched.insert(
+            msg.conv,
+            ConvTouch {
+                last_seq: seq,
+                last_msg_id: id,
+                last_ts: ts,
+                pair: msg.to.map(|to| (msg.from.min(to), msg.from.max(to))),
+                group: msg.group,
+            },
+        );
+        Ok(Arc::new(msg))
     }
 }
 
@@ -892,13 +983,6 @@ fn groups_of(conn: &Connection, user: UserId) -> rusqlite::Result<Vec<GroupWithM
     Ok(groups)
 }
 
-fn cursor_of(conn: &Connection, user: UserId) -> rusqlite::Result<MsgId> {
-    conn.prepare_cached("SELECT cursor FROM ack_cursors WHERE user_id = ?1")?
-        .query_row([user], |r| r.get(0))
-        .optional()
-        .map(|cursor| cursor.unwrap_or(0))
-}
-
 fn friends_of(conn: &Connection, user: UserId) -> rusqlite::Result<Vec<User>> {
     let mut stmt = conn.prepare_cached(
         "SELECT u.id, u.name FROM friends f JOIN users u ON u.id = f.friend_id \
@@ -929,48 +1013,6 @@ fn credentials(
             })
         })
         .optional()
-}
-
-fn pending_of(
-    conn: &Connection,
-    user: UserId,
-    after: MsgId,
-    since_ms: i64,
-    limit: usize,
-) -> rusqlite::Result<Vec<Msg>> {
-    let mut out: Vec<Msg> = Vec::new();
-    {
-        let mut direct = conn.prepare_cached(&format!(
-            "{MSG_SELECT} WHERE m.to_user = ?1 AND m.id > ?2 AND m.ts > ?4 ORDER BY m.id LIMIT ?3"
-        ))?;
-        for msg in direct.query_map(params![user, after, limit as i64, since_ms], row_to_msg)? {
-            out.push(msg?);
-        }
-    }
-    let memberships: Vec<(GroupId, MsgId)> = {
-        let mut stmt = conn.prepare_cached(
-            "SELECT group_id, joined_after FROM group_members WHERE user_id = ?1",
-        )?;
-        let rows = stmt.query_map([user], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
-    let mut in_group = conn.prepare_cached(&format!(
-        "{MSG_SELECT} WHERE m.group_id = ?1 AND m.id > ?2 AND m.from_user != ?3 \
-         AND m.ts > ?5 ORDER BY m.id LIMIT ?4"
-    ))?;
-    for (group, joined_after) in memberships {
-        let from = after.max(joined_after);
-        let rows = in_group.query_map(
-            params![group, from, user, limit as i64, since_ms],
-            row_to_msg,
-        )?;
-        for msg in rows {
-            out.push(msg?);
-        }
-    }
-    out.sort_by_key(|m| m.id);
-    out.truncate(limit);
-    Ok(out)
 }
 
 /// One read, as a reader thread runs it.
@@ -1225,46 +1267,51 @@ impl Store for SqliteStore {
     }
 
     async fn snapshot(&self, user: UserId) -> StoreResult<Snapshot> {
-        // The noted acks first, then the table: a flush that commits in between is then
-        // seen in the table (reading the other way round could miss it in both).
-        let noted = self.acks.get(user);
-        let mut snapshot = self
-            .read(move |c| {
-                Ok(Snapshot {
-                    friends: friends_of(c, user)?,
-                    groups: groups_of(c, user)?,
-                    ack_cursor: cursor_of(c, user)?,
-                    admin: c
-                        .prepare_cached("SELECT admin FROM users WHERE id = ?1")?
-                        .query_row([user], |r| r.get(0))
-                        .optional()?
-                        .unwrap_or(false),
-                })
+        self.read(move |c| {
+            Ok(Snapshot {
+                friends: friends_of(c, user)?,
+                groups: groups_of(c, user)?,
+                admin: c
+                    .prepare_cached("SELECT admin FROM users WHERE id = ?1")?
+                    .query_row([user], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(false),
             })
-            .await?;
-        if let Some(noted) = noted {
-            snapshot.ack_cursor = snapshot.ack_cursor.max(noted);
-        }
-        Ok(snapshot)
+        })
+        .await
     }
 
-    async fn send(&self, from: &User, to: UserId, text: &str) -> StoreResult<Arc<Msg>> {
-        let (from, text) = (from.clone(), text.to_string());
+    async fn send(
+        &self,
+        from: &User,
+        to: UserId,
+        text: &str,
+        cmid: Option<&str>,
+    ) -> StoreResult<Arc<Msg>> {
+        let (from, text, cmid) = (from.clone(), text.to_string(), cmid.map(str::to_string));
         self.write(|reply| Write::Send {
             from,
             to,
             text,
+            cmid,
             reply,
         })
         .await
     }
 
-    async fn group_send(&self, from: &User, group: GroupId, text: &str) -> StoreResult<Arc<Msg>> {
-        let (from, text) = (from.clone(), text.to_string());
+    async fn group_send(
+        &self,
+        from: &User,
+        group: GroupId,
+        text: &str,
+        cmid: Option<&str>,
+    ) -> StoreResult<Arc<Msg>> {
+        let (from, text, cmid) = (from.clone(), text.to_string(), cmid.map(str::to_string));
         self.write(|reply| Write::GroupSend {
             from,
             group,
             text,
+            cmid,
             reply,
         })
         .await
@@ -1291,7 +1338,7 @@ impl Store for SqliteStore {
                         if !exists {
                             return Ok(Err(StoreError::NotFound("no such user")));
                         }
-                        ("m.conv", conv_key(user, other))
+                        ("m.conv", direct_conv(user, other))
                     }
                     Conversation::Group(group) => {
                         let member: bool = c.query_row(
@@ -1312,7 +1359,7 @@ impl Store for SqliteStore {
                                 StoreError::NotFound("no such group")
                             }));
                         }
-                        ("m.group_id", group)
+                        ("m.conv", group_conv(group))
                     }
                 };
                 let mut stmt = c.prepare_cached(&format!(
@@ -1327,13 +1374,6 @@ impl Store for SqliteStore {
         result
     }
 
-    async fn ack_cursor(&self, user: UserId) -> StoreResult<MsgId> {
-        // Noted acks first, then the table (see `snapshot`).
-        let noted = self.acks.get(user);
-        let stored = self.read(move |c| cursor_of(c, user)).await?;
-        Ok(noted.map_or(stored, |noted| noted.max(stored)))
-    }
-
     async fn pending(
         &self,
         user: UserId,
@@ -1341,7 +1381,10 @@ impl Store for SqliteStore {
         since_ms: i64,
         limit: usize,
     ) -> StoreResult<Vec<Msg>> {
-        self.read(move |c| pending_of(c, user, after, since_ms, limit))
+        // The noted acks first, then the table: a flush that commits in between is then
+        // seen in the table (reading the other way round could miss it in both).
+        let noted = self.acks.of_user(user);
+        self.read(move |c| conv::pending_of(c, user, &noted, after, since_ms, limit))
             .await
     }
 
@@ -1446,12 +1489,53 @@ impl Store for SqliteStore {
         Ok(deleted as u64)
     }
 
-    async fn ack(&self, user: UserId, up_to: MsgId) -> StoreResult<()> {
+    async fn ack(&self, user: UserId, conv: ConvId, seq: Seq) -> StoreResult<()> {
         if self.writes.is_closed() {
             return Err(StoreError::Unavailable("the store is closed".into()));
         }
-        self.acks.note(user, up_to);
+        self.acks.note(user, conv, seq);
         Ok(())
+    }
+
+    async fn mark_read(&self, user: UserId, conv: ConvId, seq: Seq) -> StoreResult<ReadMark> {
+        self.write(|reply| Write::MarkRead {
+            user,
+            conv,
+            seq,
+            reply,
+        })
+        .await
+    }
+
+    async fn conversations(
+        &self,
+        user: UserId,
+        before: Option<MsgId>,
+        limit: usize,
+    ) -> StoreResult<Vec<(MsgId, ConvSummary)>> {
+        let before = before.unwrap_or(MsgId::MAX);
+        self.read(move |c| conv::conversations_of(c, user, before, limit))
+            .await
+    }
+
+    async fn conv_peers(
+        &self,
+        user: UserId,
+        conv: ConvId,
+    ) -> StoreResult<(Option<GroupId>, Vec<UserId>)> {
+        self.read(move |c| Ok(conv::peers_of(c, user, conv)))
+            .await?
+    }
+
+    async fn sync(
+        &self,
+        user: UserId,
+        positions: &[ConvPos],
+        limit: usize,
+    ) -> StoreResult<(Vec<Msg>, bool)> {
+        let positions = positions.to_vec();
+        self.read(move |c| conv::sync_of(c, user, &positions, limit))
+            .await
     }
 
     async fn close(&self) {

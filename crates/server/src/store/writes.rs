@@ -1,14 +1,14 @@
 //! What a store's single writer takes from its queue, and the acks it folds in: shared by
 //! the SQLite and PostgreSQL stores, whose writers differ only in how they apply a batch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use chat_proto::types::{Msg, User};
-use chat_proto::{GroupId, MsgId, UserId};
+use chat_proto::{ConvId, GroupId, Seq, UserId};
 use tokio::sync::oneshot;
 
-use super::{GroupRow, StoreError, StoreResult};
+use super::{GroupRow, ReadMark, StoreError, StoreResult};
 
 pub(super) type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
@@ -64,13 +64,21 @@ pub(super) enum Write {
         from: User,
         to: UserId,
         text: String,
+        cmid: Option<String>,
         reply: Reply<Arc<Msg>>,
     },
     GroupSend {
         from: User,
         group: GroupId,
         text: String,
+        cmid: Option<String>,
         reply: Reply<Arc<Msg>>,
+    },
+    MarkRead {
+        user: UserId,
+        conv: ConvId,
+        seq: Seq,
+        reply: Reply<ReadMark>,
     },
     GroupKick {
         group: GroupId,
@@ -112,12 +120,14 @@ pub(super) fn fail(write: Write, error: &StoreError) {
         Write::CreateGroup { reply, .. } | Write::JoinGroup { reply, .. } => refuse(reply, error),
         Write::DeleteGroup { reply, .. } => refuse(reply, error),
         Write::Send { reply, .. } | Write::GroupSend { reply, .. } => refuse(reply, error),
+        Write::MarkRead { reply, .. } => refuse(reply, error),
         Write::FlushAcks => {}
         Write::Close { reply } => drop(reply.send(())),
     }
 }
 
-/// Acks noted in memory until the writer writes them: the newest cursor per user.
+/// Acks noted in memory until the writer writes them: the newest delivered cursor per
+/// user and conversation.
 ///
 /// Acks are many (a client acks what it shows) and need not be durable at once: an ack
 /// lost in a crash only means the message is delivered again (clients drop a message id
@@ -125,19 +135,28 @@ pub(super) fn fail(write: Write, error: &StoreError) {
 /// interval, keeps them from dominating the writer.
 #[derive(Debug, Default)]
 pub(super) struct PendingAcks {
-    cursors: Mutex<HashMap<UserId, MsgId>>,
+    /// Ordered, so that a login finds its user's acks by range.
+    cursors: Mutex<BTreeMap<(UserId, ConvId), Seq>>,
 }
 
+/// Acks as the writer takes them: (user, conversation) -> delivered seq, in order (two
+/// nodes writing the same rows lock them in the same order).
+pub(super) type AckMap = BTreeMap<(UserId, ConvId), Seq>;
+
 impl PendingAcks {
-    pub(super) fn note(&self, user: UserId, up_to: MsgId) {
+    pub(super) fn note(&self, user: UserId, conv: ConvId, seq: Seq) {
         let mut cursors = self.cursors.lock().unwrap_or_else(|e| e.into_inner());
-        let cursor = cursors.entry(user).or_insert(up_to);
-        *cursor = (*cursor).max(up_to);
+        let cursor = cursors.entry((user, conv)).or_insert(seq);
+        *cursor = (*cursor).max(seq);
     }
 
-    pub(super) fn get(&self, user: UserId) -> Option<MsgId> {
+    /// The acks noted for `user` and not written yet, by conversation.
+    pub(super) fn of_user(&self, user: UserId) -> HashMap<ConvId, Seq> {
         let cursors = self.cursors.lock().unwrap_or_else(|e| e.into_inner());
-        cursors.get(&user).copied()
+        cursors
+            .range((user, ConvId::MIN)..=(user, ConvId::MAX))
+            .map(|((_, conv), seq)| (*conv, *seq))
+            .collect()
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -149,7 +168,7 @@ impl PendingAcks {
 
     /// A copy of the noted acks, to write. They stay noted until [`PendingAcks::forget`]
     /// after the commit, so that a login meanwhile still sees them.
-    pub(super) fn snapshot(&self) -> HashMap<UserId, MsgId> {
+    pub(super) fn snapshot(&self) -> AckMap {
         self.cursors
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -157,11 +176,11 @@ impl PendingAcks {
     }
 
     /// Forgets the acks written, but for any newer one noted since.
-    pub(super) fn forget(&self, written: &HashMap<UserId, MsgId>) {
+    pub(super) fn forget(&self, written: &AckMap) {
         let mut cursors = self.cursors.lock().unwrap_or_else(|e| e.into_inner());
-        for (user, up_to) in written {
-            if cursors.get(user).is_some_and(|now| now <= up_to) {
-                cursors.remove(user);
+        for (key, up_to) in written {
+            if cursors.get(key).is_some_and(|now| now <= up_to) {
+                cursors.remove(key);
             }
         }
     }

@@ -177,6 +177,8 @@ async fn a_group_message_reaches_every_member_but_the_sender() {
         "from_name": "bob",
         "text": "hello team",
         "group": group,
+        "conv": -group,
+        "seq": sent["seq"],
     });
     for conn in [&mut alice, &mut carol] {
         let mut event = conn.next_event().await;

@@ -6,6 +6,7 @@
 //! - `admin`: admin ops and rights, mutes, broadcast, shutdown, group_kick, expiry.
 //! - `basics`: ping, echo, register, login (name, id, token), logout, whoami, users, rids.
 //! - `classic`: the classic muduo `msgid` protocol, and chat between its clients and native ones.
+//! - `conversations`: seqs per conversation, cursors, unread, receipts, typing, cmid, sync.
 //! - `errors`: malformed input, bad fields, limits, `too_large`, framing.
 //! - `friends`: add and remove friends, presence.
 //! - `messages`: one-to-one messages, pending delivery, acks, history.
@@ -17,6 +18,7 @@
 mod admin;
 mod basics;
 mod classic;
+mod conversations;
 mod errors;
 mod friends;
 mod groups;

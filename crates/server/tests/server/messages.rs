@@ -14,7 +14,11 @@ fn assert_direct(event: &Value, sent: &Value, from: (i64, &str), to: i64, text: 
         "from_name": from.1,
         "text": text,
         "to": to,
+        "conv": sent["conv"],
+        "seq": sent["seq"],
     });
+    assert!(sent["conv"].as_i64().unwrap_or(0) > 0, "{sent}");
+    assert!(sent["seq"].as_i64().unwrap_or(0) > 0, "{sent}");
     let mut got = event.clone();
     // A one-to-one message has no group; tolerate an explicit null only.
     if got.get("group") == Some(&Value::Null) {

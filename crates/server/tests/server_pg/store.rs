@@ -47,10 +47,12 @@ async fn two_nodes_migrate_at_once_and_share_message_ids_in_commit_order() {
     for i in 0..EACH {
         let (a, b, alice, bob) = (a.clone(), b.clone(), alice.clone(), bob.clone());
         sends.push(tokio::spawn(async move {
-            a.send(&alice, bob.id, &format!("a{i}")).await.unwrap();
+            a.send(&alice, bob.id, &format!("a{i}"), None)
+                .await
+                .unwrap();
         }));
         sends.push(tokio::spawn(async move {
-            b.group_send(&bob, group.id, &format!("b{i}"))
+            b.group_send(&bob, group.id, &format!("b{i}"), None)
                 .await
                 .unwrap();
         }));
@@ -226,7 +228,7 @@ async fn when_postgres_is_down_or_hangs_operations_fail_unavailable_in_bounded_t
         .unwrap();
     let alice = store.create_user("alice", "hash").await.unwrap();
     let bob = store.create_user("bob", "hash").await.unwrap();
-    store.send(&alice, bob.id, "before").await.unwrap();
+    store.send(&alice, bob.id, "before", None).await.unwrap();
     assert_eq!(drain(&mut log).len(), 1);
 
     // Hung, with the connections open (the writer's, and a reader's in the pool): fails
@@ -234,14 +236,14 @@ async fn when_postgres_is_down_or_hangs_operations_fail_unavailable_in_bounded_t
     assert_eq!(store.user(bob.id).await.unwrap().unwrap().name, "bob");
     proxy.set(Mode::Hang);
     let limit = Duration::from_secs(7);
-    unavailable_within(limit, "send, hung", store.send(&alice, bob.id, "x")).await;
+    unavailable_within(limit, "send, hung", store.send(&alice, bob.id, "x", None)).await;
     unavailable_within(limit, "read, hung", store.user(bob.id)).await;
     unavailable_within(limit, "join, hung", store.create_group(alice.id, "g", "")).await;
 
     // Down: connections closed, new ones refused. Fails fast.
     proxy.set(Mode::Down);
     let limit = Duration::from_secs(3);
-    unavailable_within(limit, "send, down", store.send(&alice, bob.id, "y")).await;
+    unavailable_within(limit, "send, down", store.send(&alice, bob.id, "y", None)).await;
     unavailable_within(limit, "read, down", store.friends(alice.id)).await;
 
     // Nothing failed was logged, and nothing of it was stored.
@@ -250,7 +252,7 @@ async fn when_postgres_is_down_or_hangs_operations_fail_unavailable_in_bounded_t
     // Back: the writer and the pool reconnect.
     let deadline = Instant::now() + Duration::from_secs(10);
     let msg = loop {
-        match store.send(&alice, bob.id, "after").await {
+        match store.send(&alice, bob.id, "after", None).await {
             Ok(msg) => break msg,
             Err(e) if Instant::now() < deadline => {
                 eprintln!("not yet: {e}");
