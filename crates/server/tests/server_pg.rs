@@ -27,6 +27,8 @@ mod groups;
 mod limits;
 #[path = "server/messages.rs"]
 mod messages;
+#[path = "server/migrate.rs"]
+mod migrate;
 #[path = "server/sessions.rs"]
 mod sessions;
 #[path = "server_pg/store.rs"]

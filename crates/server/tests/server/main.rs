@@ -24,6 +24,7 @@ mod friends;
 mod groups;
 mod limits;
 mod messages;
+mod migrate;
 mod sessions;
 mod util;
 

@@ -135,9 +135,9 @@ impl TestServer {
 /// ends the server's sessions on it and drops the schema with everything in it.
 pub(crate) struct PgSchema {
     /// The database URL as given.
-    base: String,
+    pub(crate) base: String,
     /// `t_` and 16 random hex digits.
-    name: String,
+    pub(crate) name: String,
     /// `base` with `search_path` set to the schema, and the schema as application name.
     pub(crate) url: String,
 }
@@ -194,7 +194,7 @@ impl Drop for PgSchema {
 }
 
 /// Runs `sql` (simple protocol, several statements allowed) on a new connection to `url`.
-async fn pg_exec(url: &str, sql: &str) -> Result<(), String> {
+pub(crate) async fn pg_exec(url: &str, sql: &str) -> Result<(), String> {
     let mut config: tokio_postgres::Config = url.parse().map_err(|e| format!("bad URL: {e}"))?;
     config.connect_timeout(Duration::from_secs(3));
     let (client, connection) = tokio::time::timeout(WAIT, config.connect(tokio_postgres::NoTls))
