@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use chat_client::{Client, ClientError, Events};
 use chat_proto::reply::{
-    FriendReply, FriendsReply, GroupReply, GroupsReply, HistoryReply, LoginReply, MembersReply,
-    MsgReply, UserReply, UsersReply,
+    ConversationsReply, FriendReply, FriendsReply, GroupReply, GroupsReply, HistoryReply,
+    LoginReply, MembersReply, MsgReply, UserReply, UsersReply,
 };
 use chat_proto::request::{self, GroupRef, Request, UserRef};
-use chat_proto::types::{Friend, GroupInfo, Member, Role, User};
+use chat_proto::types::{ConvWith, Friend, GroupInfo, Member, Role, User};
 use chat_proto::{ErrorCode, Event, GroupId, MsgId, UserId};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
@@ -128,6 +128,8 @@ pub(crate) struct App {
     /// The highest message id shown in this login, and the highest acked.
     shown: MsgId,
     acked: MsgId,
+    /// Conversations with messages shown and not yet marked read: conv -> highest seq.
+    to_read: HashMap<i64, i64>,
     /// The names of the users seen so far (friends, members, senders), for labels.
     names: HashMap<UserId, String>,
     /// Why the server ended this login, if it said so.
@@ -153,6 +155,7 @@ pub(crate) async fn run(target: Server, auto: Option<AutoLogin>, plain: bool) ->
         replayed: None,
         shown: 0,
         acked: 0,
+        to_read: HashMap::new(),
         names: HashMap::new(),
         kicked: None,
         tasks: Vec::new(),
@@ -700,6 +703,43 @@ impl App {
                     self.out.line("ok: the server is shutting down");
                 }
             }
+            Command::Conversations => {
+                let req = Request::Conversations(request::Conversations::default());
+                if let Some(reply) = self.ok::<ConversationsReply>(&req).await? {
+                    let mut lines = vec![format!(
+                        "conversations ({}), most recent first:",
+                        reply.conversations.len()
+                    )];
+                    for c in &reply.conversations {
+                        let with = match &c.with {
+                            ConvWith::Direct { peer } => {
+                                self.learn(peer.id, &peer.name);
+                                let state = if peer.online { "online" } else { "offline" };
+                                format!("{} ({state})", who(&peer.name, peer.id))
+                            }
+                            ConvWith::Group { group, name } => {
+                                format!("group {} {}", group, clean(name))
+                            }
+                        };
+                        let unread = match c.unread {
+                            0 => String::new(),
+                            n if n >= chat_proto::types::UNREAD_CAP => {
+                                format!(", {}+ unread", chat_proto::types::UNREAD_CAP)
+                            }
+                            n => format!(", {n} unread"),
+                        };
+                        let seen = match c.peer_read {
+                            Some(read) if read > 0 => format!(", they read up to #{read}"),
+                            _ => String::new(),
+                        };
+                        let last = c.last.as_ref().map_or(String::new(), |m| {
+                            format!(": {}: {}", who(&m.from_name, m.from), clean(&m.text))
+                        });
+                        lines.push(format!("  {with}{unread}{seen}{last}"));
+                    }
+                    self.out.lines(lines);
+                }
+            }
             Command::Users => {
                 if let Some(reply) = self.ok::<UsersReply>(&Request::Users).await? {
                     for u in &reply.users {
@@ -828,6 +868,8 @@ impl App {
                 self.learn(msg.from, &msg.from_name);
                 self.out.line(format::incoming(&msg));
                 self.shown = self.shown.max(msg.id);
+                let read = self.to_read.entry(msg.conv).or_insert(0);
+                *read = (*read).max(msg.seq);
                 if let Some(count) = &mut self.replayed {
                     *count += 1;
                 }
@@ -928,7 +970,8 @@ impl App {
         }
     }
 
-    /// Acks every message shown so far, without waiting for the reply.
+    /// Acks every message shown so far and marks it read (what the terminal shows is
+    /// read: the sender gets a read receipt), without waiting for the replies.
     fn send_ack(&mut self) {
         if self.shown <= self.acked || self.me.is_none() {
             return;
@@ -938,9 +981,15 @@ impl App {
         };
         self.acked = self.shown;
         let (client, out, id) = (conn.client.clone(), self.out.clone(), self.shown);
+        let reads: Vec<(i64, i64)> = self.to_read.drain().filter(|(c, _)| *c != 0).collect();
         self.spawn(async move {
             if let Err(e @ ClientError::Server(_)) = client.ack(id).await {
                 report(&out, &e);
+            }
+            for (conv, seq) in reads {
+                if let Err(e @ ClientError::Server(_)) = client.read(conv, seq).await {
+                    report(&out, &e);
+                }
             }
         });
     }

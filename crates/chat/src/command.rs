@@ -42,6 +42,8 @@ pub(crate) enum Command {
     UpdateList,
     /// `users`: who is online.
     Users,
+    /// `conversations`: the conversation list with unread counts.
+    Conversations,
     /// `kick:ID[:REASON]` (admins)
     Kick { id: UserId, reason: Option<String> },
     /// `mute:ID:SECONDS` (admins)
@@ -81,6 +83,10 @@ pub(crate) const USAGE: &[(&str, &str)] = &[
     ("showme", "show who you are, your friends and groups"),
     ("updatelist", "refresh friends and groups from the server"),
     ("users", "list the users online now"),
+    (
+        "conversations",
+        "your conversations, most recent first, with unread counts",
+    ),
     (
         "groupkick:GROUP:ID",
         "remove user ID from group GROUP (its creator only)",
@@ -190,13 +196,14 @@ pub(crate) fn parse(line: &str) -> Result<Option<Command>, String> {
         ("showme", None) => Command::ShowMe,
         ("updatelist", None) => Command::UpdateList,
         ("users", None) => Command::Users,
+        ("conversations" | "convs", None) => Command::Conversations,
         ("help", _) => Command::Help,
         // `loginout` is the classic clients' spelling.
         ("logout" | "loginout", None) => Command::Logout,
         ("quit" | "exit", None) => Command::Quit,
         (
-            "showme" | "updatelist" | "users" | "logout" | "loginout" | "quit" | "exit"
-            | "shutdown",
+            "showme" | "updatelist" | "users" | "conversations" | "convs" | "logout" | "loginout"
+            | "quit" | "exit" | "shutdown",
             Some(_),
         ) => {
             return Err(format!("{name} takes no argument"));

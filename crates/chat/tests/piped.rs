@@ -363,6 +363,17 @@ async fn a_piped_session_runs_every_kind_of_command() {
         .expect(&format!("bob({bob_id}): hello from bob"))
         .await;
 
+    // The conversation list; what alice's terminal showed is read, so bob gets a receipt.
+    alice.send("conversations").await;
+    alice.expect("conversations (2), most recent first:").await;
+    alice.expect(&format!("bob({bob_id}) (online)")).await;
+    next_event(
+        &mut bob_events,
+        "read",
+        |e| matches!(e, Event::Read { user, .. } if *user == alice_id),
+    )
+    .await;
+
     // Lists.
     alice.send("users").await;
     alice.expect("online users (2):").await;
