@@ -453,3 +453,57 @@ async fn the_cluster_rides_out_a_redis_outage() {
     let after = alice.send_msg(bob_id, "after").await;
     assert!(after > across);
 }
+
+/// Issue 10: one conversation written from two nodes at once numbers its messages 1, 2,
+/// 3, ... with no gap and no seq twice, and each side receives the other's in seq order.
+#[tokio::test]
+async fn seqs_have_no_gaps_under_concurrent_senders_on_two_nodes() {
+    let services = services!("seqs_have_no_gaps_under_concurrent_senders_on_two_nodes");
+    let cluster = Cluster::start(&services, 2).await;
+    let (alice, alice_id) = cluster.user(1, "alice").await;
+    let (bob, bob_id) = cluster.user(2, "bob").await;
+    const EACH: usize = 40;
+    let sender = |mut conn: Conn, to: i64, name: &'static str| {
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for k in 0..EACH {
+                let reply = conn
+                    .ok(json!({"op": "send", "to": to, "text": format!("{name} {k}")}))
+                    .await;
+                mine.push(reply["msg"]["seq"].as_i64().expect("seq"));
+            }
+            // The other side's messages, in the order they came.
+            let mut theirs = Vec::new();
+            while theirs.len() < EACH {
+                let msg = conn.next_msg().await;
+                theirs.push(msg["seq"].as_i64().expect("seq"));
+            }
+            (conn, mine, theirs)
+        })
+    };
+    let a = sender(alice, bob_id, "alice");
+    let b = sender(bob, alice_id, "bob");
+    let (mut alice, a_mine, a_theirs) = a.await.expect("alice");
+    let (_bob, b_mine, b_theirs) = b.await.expect("bob");
+    for seqs in [&a_mine, &a_theirs, &b_mine, &b_theirs] {
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "out of order: {seqs:?}"
+        );
+    }
+    assert_eq!(a_mine, b_theirs);
+    assert_eq!(b_mine, a_theirs);
+    let mut all: Vec<i64> = a_mine.iter().chain(&b_mine).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=2 * EACH as i64).collect::<Vec<_>>());
+    let history = alice
+        .ok(json!({"op": "history", "with": bob_id, "limit": 100}))
+        .await;
+    let seqs: Vec<i64> = history["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, (1..=2 * EACH as i64).collect::<Vec<_>>());
+}
