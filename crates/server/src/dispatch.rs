@@ -1,29 +1,29 @@
 //! The dispatcher: turns the commit log into deliveries to this node's sessions, in
 //! commit order.
 //!
-//! Because the log is in commit order and this one task delivers it in that order, every
-//! session receives messages in increasing id order, which is what lets a single ack
-//! cursor per user stand for "everything up to here is delivered". In a cluster every
-//! node runs a dispatcher over the whole log (put in order by [`crate::cluster`]) and
-//! delivers to the sessions it holds.
+//! On one node the log is in commit order and this one task delivers it in that order, so
+//! every session receives each conversation's messages in seq order. In a cluster a
+//! node's dispatcher gets its own node's commits and, from Redis, the messages of the
+//! users and groups it holds sessions of ([`crate::cluster`]); a session puts each
+//! conversation back in order itself (see `delivered.rs`).
 //!
 //! It keeps the member lists of groups it has seen, loaded from the store on first use and
-//! kept current by the joins, leaves and deletions in the same log, so a group message
-//! goes to exactly the members at the time it committed.
+//! kept current by the joins, leaves and deletions in the same stream, and gives a group
+//! message to the members who joined before its seq.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chat_proto::{GroupId, MsgId, UserId};
+use chat_proto::{GroupId, Seq, UserId};
 
 use crate::hub::{Frame, Hub};
 use crate::store::{Commit, CommitLog, Store};
 
 /// Runs until the commit log closes (the store has stopped).
 pub async fn run(mut log: CommitLog, store: Arc<dyn Store>, hub: Hub) {
-    // Group id -> (member, id after which messages are for it). Loaded on first use, which
-    // may be after later joins committed: the id keeps those out of older messages.
-    let mut groups: HashMap<GroupId, Vec<(UserId, MsgId)>> = HashMap::new();
+    // Group id -> (member, the seq after which messages are for it). Loaded on first use,
+    // which may be after later joins committed: the seq keeps those out of older messages.
+    let mut groups: HashMap<GroupId, Vec<(UserId, Seq)>> = HashMap::new();
     while let Some(batch) = log.recv().await {
         for commit in batch.commits {
             match commit {
@@ -45,16 +45,16 @@ pub async fn run(mut log: CommitLog, store: Arc<dyn Store>, hub: Hub) {
                             },
                         };
                         for (user, after) in members {
-                            if *user != msg.from && *after < msg.id {
+                            if *user != msg.from && *after < msg.seq {
                                 hub.deliver(*user, &frame);
                             }
                         }
                     }
                 }
-                Commit::Joined { group, user, at } => {
+                Commit::Joined { group, user, seq } => {
                     if let Some(members) = groups.get_mut(&group) {
                         if !members.iter().any(|(m, _)| *m == user) {
-                            members.push((user, at));
+                            members.push((user, seq));
                         }
                     }
                 }
@@ -67,6 +67,9 @@ pub async fn run(mut log: CommitLog, store: Arc<dyn Store>, hub: Hub) {
                     groups.remove(&group);
                 }
                 Commit::ForgetGroups => groups.clear(),
+                Commit::ForgetGroup { group } => {
+                    groups.remove(&group);
+                }
             }
         }
     }

@@ -31,6 +31,9 @@ pub struct Frame {
     pub bytes: Vec<u8>,
     /// The event adds or removes a friend of its recipient.
     pub changes_friends: bool,
+    /// Not written: tells the session to read what is pending from the store (a cluster
+    /// node that may have missed publications).
+    pub catch_up: bool,
 }
 
 impl Frame {
@@ -40,8 +43,20 @@ impl Frame {
         Arc::new(Frame {
             msg_id: Some(id),
             conv_seq: (conv, seq),
+            catch_up: false,
             bytes,
             changes_friends: false,
+        })
+    }
+
+    /// The marker that makes a session catch up from the store.
+    pub fn catch_up() -> Arc<Frame> {
+        Arc::new(Frame {
+            msg_id: None,
+            conv_seq: (0, 0),
+            bytes: Vec::new(),
+            changes_friends: false,
+            catch_up: true,
         })
     }
 
@@ -52,6 +67,7 @@ impl Frame {
         Arc::new(Frame {
             msg_id: None,
             conv_seq: (0, 0),
+            catch_up: false,
             bytes,
             changes_friends: matches!(
                 event,
@@ -241,6 +257,11 @@ impl Hub {
             .sessions
             .remove_if(&user, |_, h| h.conn_id == conn_id)
             .is_some()
+    }
+
+    /// Whether the user has a session on this node.
+    pub fn is_local(&self, user: UserId) -> bool {
+        self.inner.sessions.contains_key(&user)
     }
 
     /// Whether the user is online here or, in a cluster, on another node.

@@ -23,6 +23,7 @@ pub mod bus;
 pub(crate) mod classic;
 pub mod cluster;
 pub mod config;
+mod delivered;
 pub(crate) mod dialect;
 pub mod dispatch;
 pub mod error;

@@ -123,6 +123,7 @@ pub async fn run(
         auth_limits: AddressLimits::new(config.auth_rate, config.auth_burst),
         mutes,
         stop: StopSwitch::default(),
+        trust_order: config.cluster.is_none(),
     });
     if let Some(retention) = config.history_retention {
         tokio::spawn(purge_history(

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::classic::{ClassicCodec, ClassicDialect};
+use crate::delivered::{Delivered, Place};
 use crate::dialect::{sniff, Dialect, Inbound, Native, Prefixed, Protocol};
 use crate::error::OpError;
 use crate::hub::{Frame, Outbox, Outgoing};
@@ -39,9 +40,6 @@ use crate::state::Ctx;
 const CATCH_UP_PAGE: usize = 512;
 /// How many queued frames go into one write.
 const WRITE_BATCH: usize = 256;
-/// The most messages a session remembers as written and not acked. Past it the oldest
-/// are forgotten: they stay pending and come again at the next login (at least once).
-const UNACKED_MAX: usize = 8192;
 
 /// What the accept loop knows of a new connection.
 pub(crate) struct Accepted {
@@ -193,12 +191,8 @@ pub(crate) struct Login {
     /// The hash of the token this session logged in with or was given.
     pub(crate) token_hash: crate::password::TokenHash,
     outbox: Arc<Outbox>,
-    /// The highest message id written to this session: a live message at or below it was
-    /// in the login's replay (ids follow commit order), and is not written again.
-    last_sent: MsgId,
-    /// The messages written and not acked yet, in the order written: (id, conv, seq). An
-    /// ack by id moves the delivered cursor of each conversation among those up to it.
-    unacked: VecDeque<(MsgId, ConvId, Seq)>,
+    /// What it has of each conversation, and what is written and not acked.
+    delivered: Delivered,
     /// `typing` events this session may send (made at the first one).
     pub(crate) typing: Option<crate::limits::TokenBucket>,
     /// The friends at login, told when the session ends, unless `friends_changed`.
@@ -217,6 +211,8 @@ pub(crate) struct Session<W, D> {
     pub(crate) login: Option<Login>,
     /// Set by `login`: replay pending messages and send `synced` after the reply.
     pub(crate) needs_sync: bool,
+    /// Set by an op after which the session reads what is pending (a join in a cluster).
+    pub(crate) needs_catch_up: bool,
     /// When a connection that is not logged in is closed; restarts at logout.
     login_deadline: Instant,
     /// Its place under `--max-connections`.
@@ -240,6 +236,7 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
             peer: accepted.peer,
             login: None,
             needs_sync: false,
+            needs_catch_up: false,
             login_deadline: accepted.login_deadline,
             _slot: accepted.slot,
             writer,
@@ -355,6 +352,9 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         if self.flush().await.is_err() {
             return Step::Close;
         }
+        if std::mem::take(&mut self.needs_catch_up) && self.catch_up().await.is_err() {
+            return Step::Close;
+        }
         if std::mem::take(&mut self.needs_sync) {
             if self.catch_up().await.is_err() {
                 return Step::Close;
@@ -367,9 +367,30 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         Step::Continue
     }
 
-    /// Writes queued frames in one write.
+    /// Writes queued frames in one write (after filling a gap, if one shows).
     async fn on_queued(&mut self, frames: VecDeque<Arc<Frame>>) -> Step {
         for frame in &frames {
+            if frame.catch_up {
+                // The node may have missed publications: read what is pending.
+                if self.flush().await.is_err() || self.catch_up().await.is_err() {
+                    return Step::Close;
+                }
+                continue;
+            }
+            if let (Some(_), Some(login)) = (frame.msg_id, self.login.as_ref()) {
+                let (conv, seq) = frame.conv_seq;
+                match login.delivered.place(conv, seq, self.ctx.trust_order) {
+                    Place::Dup => continue,
+                    Place::Next => {}
+                    Place::Gap(after) => {
+                        if !self.fill(conv, after, seq).await {
+                            // Not written: it stays pending, and the next message of the
+                            // conversation (or the next login) tries again.
+                            continue;
+                        }
+                    }
+                }
+            }
             self.append(frame);
         }
         drop(frames);
@@ -378,6 +399,64 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         }
         self.ack_written().await;
         Step::Continue
+    }
+
+    /// Writes what `conv` holds between what the session has and `before`, from the
+    /// store. False if the store cannot say.
+    async fn fill(&mut self, conv: ConvId, mut after: Option<Seq>, before: Seq) -> bool {
+        let Some(me) = self.login.as_ref().map(|l| l.user.id) else {
+            return false;
+        };
+        loop {
+            let page = match self
+                .ctx
+                .store
+                .fill(me, conv, after, before, CATCH_UP_PAGE)
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, conv, "cannot fill a gap");
+                    return false;
+                }
+            };
+            let full = page.len() == CATCH_UP_PAGE;
+            for msg in page {
+                after = Some(msg.seq);
+                self.append_msg(&msg);
+            }
+            if !full {
+                break;
+            }
+        }
+        // What is still missing below `before` is gone (purged): nothing to wait for.
+        if let Some(login) = self.login.as_mut() {
+            login.delivered.passed(conv, before - 1);
+        }
+        true
+    }
+
+    /// Writes a message read from the store (the user's own only counts as had).
+    fn append_msg(&mut self, msg: &chat_proto::types::Msg) {
+        let Some(login) = self.login.as_mut() else {
+            return;
+        };
+        if login.delivered.place(msg.conv, msg.seq, true) == Place::Dup {
+            return;
+        }
+        if msg.from == login.user.id {
+            login.delivered.passed(msg.conv, msg.seq);
+            return;
+        }
+        let frame = Frame::msg(msg.id, msg.conv, msg.seq, chat_proto::event::msg_json(msg));
+        self.append(&frame);
+    }
+
+    /// The user sent `seq` of `conv` from this session.
+    pub(crate) fn sent(&mut self, conv: ConvId, seq: Seq) {
+        if let Some(login) = self.login.as_mut() {
+            login.delivered.sent(conv, seq);
+        }
     }
 
     /// For a dialect whose clients cannot ack: everything written is delivered.
@@ -391,38 +470,32 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         }
     }
 
-    /// Adds a frame to the output buffer, skipping a message already sent.
+    /// Adds a frame to the output buffer (a message frame has been placed already).
     fn append(&mut self, frame: &Frame) {
         if let Some(login) = self.login.as_mut() {
             if let Some(id) = frame.msg_id {
-                if id <= login.last_sent {
-                    return;
-                }
-                login.last_sent = id;
-                if login.unacked.len() >= UNACKED_MAX {
-                    login.unacked.pop_front();
-                }
                 let (conv, seq) = frame.conv_seq;
-                login.unacked.push_back((id, conv, seq));
+                login.delivered.written(id, conv, seq);
             }
             login.friends_changed |= frame.changes_friends;
         }
         self.dialect.event(frame, &mut self.out);
     }
 
-    /// Sends every pending message above `last_sent` from the store, oldest first.
-    async fn catch_up(&mut self) -> std::io::Result<()> {
+    /// Sends every pending message the session does not have yet from the store: per
+    /// conversation in seq order, oldest first overall.
+    pub(crate) async fn catch_up(&mut self) -> std::io::Result<()> {
         loop {
             let Some(login) = self.login.as_ref() else {
                 return Ok(());
             };
-            let (user, after) = (login.user.id, login.last_sent);
+            let user = login.user.id;
             let ttl = i64::try_from(self.ctx.config.pending_ttl.as_millis()).unwrap_or(i64::MAX);
             let since = crate::ops::auth::now_ms().saturating_sub(ttl);
             let page = match self
                 .ctx
                 .store
-                .pending(user, after, since, CATCH_UP_PAGE)
+                .pending(user, login.delivered.known(), since, CATCH_UP_PAGE)
                 .await
             {
                 Ok(page) => page,
@@ -433,10 +506,8 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
                 }
             };
             let full = page.len() == CATCH_UP_PAGE;
-            for msg in page {
-                let frame =
-                    Frame::msg(msg.id, msg.conv, msg.seq, chat_proto::event::msg_json(&msg));
-                self.append(&frame);
+            for msg in &page {
+                self.append_msg(msg);
             }
             self.flush().await?;
             if !full {
@@ -452,7 +523,16 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
             None => VecDeque::new(),
         };
         for frame in &frames {
-            self.append(frame);
+            // At shutdown no gap is filled: what is not written stays pending.
+            if let (Some(_), Some(login)) = (frame.msg_id, self.login.as_ref()) {
+                let (conv, seq) = frame.conv_seq;
+                if login.delivered.place(conv, seq, self.ctx.trust_order) != Place::Next {
+                    continue;
+                }
+            }
+            if !frame.catch_up {
+                self.append(frame);
+            }
         }
         if self.flush().await.is_ok() {
             self.ack_written().await;
@@ -544,8 +624,7 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
             user,
             token_hash,
             outbox,
-            last_sent: 0,
-            unacked: VecDeque::new(),
+            delivered: Delivered::default(),
             typing: None,
             friends,
             friends_changed: false,
@@ -586,23 +665,7 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         let Some(login) = self.login.as_mut() else {
             return Err(OpError::new(ErrorCode::Unauthenticated, "log in first"));
         };
-        // Written in id order: the acked ones are at the front.
-        let mut moved: Vec<(ConvId, Seq)> = Vec::new();
-        while let Some(&(msg, conv, seq)) = login.unacked.front() {
-            if msg > id {
-                break;
-            }
-            login.unacked.pop_front();
-            match moved.iter_mut().find(|(c, _)| *c == conv) {
-                Some((_, top)) => *top = (*top).max(seq),
-                None => moved.push((conv, seq)),
-            }
-        }
-        if login.unacked.is_empty() {
-            // A session that acks keeps no buffer between bursts.
-            login.unacked = VecDeque::new();
-        }
-        for (conv, seq) in moved {
+        for (conv, seq) in login.delivered.ack_id(id) {
             self.ctx.store.ack(login.user.id, conv, seq).await?;
         }
         Ok(())
@@ -614,7 +677,7 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
         let Some(login) = self.login.as_mut() else {
             return Err(OpError::new(ErrorCode::Unauthenticated, "log in first"));
         };
-        login.unacked.retain(|(_, c, s)| *c != conv || *s > seq);
+        login.delivered.ack_conv(conv, seq);
         self.ctx.store.ack(login.user.id, conv, seq).await?;
         Ok(())
     }

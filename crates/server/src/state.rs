@@ -24,6 +24,10 @@ pub struct Ctx {
     pub mutes: Mutes,
     /// Asks the server to shut down (the `shutdown` op).
     pub stop: StopSwitch,
+    /// Live messages reach this node's sessions in commit order after the login replay
+    /// (one node). In a cluster they may be lost or overtaken, and a session checks the
+    /// first one of each conversation against the store.
+    pub trust_order: bool,
 }
 
 /// A shutdown asked for from inside (an admin's `shutdown`), with its grace period.

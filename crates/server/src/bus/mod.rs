@@ -12,7 +12,8 @@ pub mod redis;
 use std::sync::Arc;
 
 use chat_proto::types::User;
-use chat_proto::UserId;
+use chat_proto::{GroupId, UserId};
+use futures::future::BoxFuture;
 
 use crate::hub::Frame;
 
@@ -27,6 +28,14 @@ pub trait Bus: Send + Sync + 'static {
 
     /// `user`'s live session `conn_id` on this node ended.
     fn session_ended(&self, _user: UserId, _conn_id: u64) {}
+
+    /// Makes this node receive the messages of `user` and of `groups` (a cluster node
+    /// subscribes to their channels). Resolves once it does, or gave up trying (then the
+    /// node catches its sessions up when it can): a session reads what is pending only
+    /// after, so that nothing committed meanwhile falls between the two.
+    fn listen(&self, _user: UserId, _groups: &[GroupId]) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
+    }
 
     /// Ends `user`'s session wherever it is, on an admin's word (`kicked`, `admin`).
     fn kick(&self, user: UserId, message: Option<String>);

@@ -9,13 +9,14 @@
 use std::sync::Arc;
 
 use chat_proto::types::User;
-use chat_proto::UserId;
+use chat_proto::{GroupId, UserId};
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::Bus;
+use crate::cluster::Channels;
 use crate::hub::{Frame, Hub};
-use crate::store::CommitBatch;
 
 /// What nodes tell each other on the events channel.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,8 +69,8 @@ pub enum ClusterEvent {
 pub enum Outgoing {
     /// Publish on the events channel.
     Event(ClusterEvent),
-    /// Publish a batch of the commit log.
-    Log(Arc<CommitBatch>),
+    /// Publish routed messages: (channel, payload), in one round trip.
+    Route(Vec<(String, String)>),
     /// Note the user's session in the presence hash.
     SetPresence {
         user: UserId,
@@ -86,11 +87,26 @@ pub struct RedisBus {
     hub: Hub,
     node: Arc<str>,
     out: mpsc::Sender<Outgoing>,
+    channels: Arc<Channels>,
 }
 
+/// How long a login waits for its channels before it reads what is pending anyway (the
+/// node catches its sessions up when Redis is back).
+const LISTEN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl RedisBus {
-    pub fn new(hub: Hub, node: Arc<str>, out: mpsc::Sender<Outgoing>) -> RedisBus {
-        RedisBus { hub, node, out }
+    pub(crate) fn new(
+        hub: Hub,
+        node: Arc<str>,
+        out: mpsc::Sender<Outgoing>,
+        channels: Arc<Channels>,
+    ) -> RedisBus {
+        RedisBus {
+            hub,
+            node,
+            out,
+            channels,
+        }
     }
 
     fn send(&self, item: Outgoing) {
@@ -169,7 +185,15 @@ impl Bus for RedisBus {
         }));
     }
 
+    fn listen(&self, user: UserId, groups: &[GroupId]) -> BoxFuture<'static, ()> {
+        let done = self.channels.listen(user, groups);
+        Box::pin(async move {
+            let _ = tokio::time::timeout(LISTEN_WAIT, done).await;
+        })
+    }
+
     fn session_ended(&self, user: UserId, conn_id: u64) {
+        self.channels.forget(user);
         self.send(Outgoing::ClearPresence {
             user,
             session: format!("{}|{conn_id}|", self.node),

@@ -1,10 +1,13 @@
 //! A node of a cluster: several chatd processes on one PostgreSQL database and one Redis.
 //!
-//! - Messages travel on the *commit log*: every node's store assigns ids under one
-//!   PostgreSQL lock, so batches are contiguous in ids cluster-wide. A node publishes its
-//!   batches on the Redis channel `<prefix>log`; every node puts all batches back in
-//!   order ([`follower`]) and its dispatcher delivers to the sessions it holds. A gap is
-//!   read from PostgreSQL, so a lost publication never loses a message.
+//! - Messages go only where their recipients are ([`channels`]): after its commit, a node
+//!   publishes each message once, on its recipient's channel or its group's, and Redis
+//!   hands it to the nodes subscribed there, whose dispatchers deliver it to the sessions
+//!   they hold. No node follows the whole cluster's traffic, and no lock or counter is
+//!   shared on the message path: order lives in each conversation (its seq), and a
+//!   session fills a hole in a conversation from PostgreSQL (see `delivered.rs`). When a
+//!   node may have missed publications (it lost Redis, or another node died between a
+//!   commit and its publication), its sessions catch up from the store.
 //! - Everything else (presence, friend and group events) goes through [`RedisBus`] on the
 //!   channel `<prefix>events`; a frame for users of this node never leaves it.
 //! - Presence: each node keeps its sessions in the Redis hash `<prefix>presence` and
@@ -16,9 +19,11 @@
 //! - When Redis is unreachable, each node keeps serving its own users, retries, and on
 //!   reconnecting puts its sessions back in the hash and reloads the others'.
 
-pub mod follower;
+mod channels;
 
-use std::collections::HashMap;
+pub(crate) use channels::Channels;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,8 +39,10 @@ use crate::bus::Bus;
 use crate::config::Cluster;
 use crate::hub::{Frame, Hub, RemoteSession};
 use crate::mutes::Mutes;
-use crate::store::{CommitBatch, CommitLog, Store};
+use crate::store::{Commit, CommitBatch, CommitLog, Store};
+
 use crate::ServerError;
+use channels::{Reconcile, Routed};
 
 /// How often a node says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -47,7 +54,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Redis keys and channels of one cluster.
 #[derive(Debug, Clone)]
 struct Keys {
-    log: String,
     events: String,
     presence: String,
 }
@@ -55,18 +61,10 @@ struct Keys {
 impl Keys {
     fn new(prefix: &str) -> Keys {
         Keys {
-            log: format!("{prefix}log"),
             events: format!("{prefix}events"),
             presence: format!("{prefix}presence"),
         }
     }
-}
-
-/// A log batch on the wire, with the node that committed it.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct LogMessage {
-    node: String,
-    batch: CommitBatch,
 }
 
 /// Shared state of this node's cluster tasks.
@@ -78,12 +76,14 @@ struct Node {
     bus: Arc<RedisBus>,
     out: mpsc::Sender<Outgoing>,
     mutes: Mutes,
+    channels: Arc<Channels>,
     /// When each other node was last heard from.
     seen: Mutex<HashMap<String, Instant>>,
 }
 
-/// Joins the cluster: starts the publisher, subscriber, follower and heartbeat tasks.
-/// Returns the bus for sessions and the ordered commit log for the dispatcher.
+/// Joins the cluster: starts the router, publisher, subscriber and heartbeat tasks.
+/// Returns the bus for sessions and what the dispatcher delivers: this node's commits and
+/// the messages routed to it.
 pub async fn start(
     config: &Cluster,
     store: Arc<dyn Store>,
@@ -97,49 +97,97 @@ pub async fn start(
     let keys = Keys::new(&config.key_prefix);
     let id: Arc<str> = Arc::from(config.node_id.as_str());
     let (out_tx, out_rx) = mpsc::channel(64 * 1024);
-    let bus = Arc::new(RedisBus::new(hub.clone(), id.clone(), out_tx.clone()));
+    let (channels, reconcile) = Channels::new(&config.key_prefix);
+    let bus = Arc::new(RedisBus::new(
+        hub.clone(),
+        id.clone(),
+        out_tx.clone(),
+        channels.clone(),
+    ));
     let node = Arc::new(Node {
         id: id.clone(),
         keys: keys.clone(),
-        hub,
-        store: store.clone(),
+        hub: hub.clone(),
+        store,
         bus: bus.clone(),
         out: out_tx.clone(),
         mutes,
+        channels: channels.clone(),
         seen: Mutex::new(HashMap::new()),
     });
-    let start_after = store
-        .last_msg_id()
-        .await
-        .map_err(|e| ServerError::Store(e.to_string()))?;
-    let (follow_tx, follow_rx) = mpsc::channel(16 * 1024);
-    let (ordered_tx, ordered_rx) = mpsc::channel(16 * 1024);
-    tokio::spawn(follower::run(
-        follow_rx,
-        ordered_tx,
-        store,
-        start_after,
+    let (feed_tx, feed_rx) = mpsc::channel(16 * 1024);
+    tokio::spawn(route(
+        commits,
+        feed_tx.clone(),
+        out_tx.clone(),
+        id.clone(),
+        channels,
+        hub,
+    ));
+    tokio::spawn(publish(client.clone(), keys, id, out_rx, stop.clone()));
+    tokio::spawn(subscribe(
+        client,
+        node.clone(),
+        feed_tx,
+        reconcile,
         stop.clone(),
     ));
-    tokio::spawn(pump_log(commits, follow_tx.clone(), out_tx.clone()));
-    tokio::spawn(publish(client.clone(), keys, id, out_rx, stop.clone()));
-    tokio::spawn(subscribe(client, node.clone(), follow_tx, stop.clone()));
     tokio::spawn(heartbeat(node, stop));
     tracing::info!(node = %config.node_id, "joined the cluster");
-    Ok((bus, ordered_rx))
+    Ok((bus, feed_rx))
 }
 
-/// Hands this node's batches to its follower and to the publisher.
-async fn pump_log(
+/// Hands this node's commits to its dispatcher, and publishes each message once, on the
+/// channel of its recipient (unless the recipient is here) or of its group; joins,
+/// leaves and deletions go on their group's channel.
+async fn route(
     mut commits: CommitLog,
-    follower: mpsc::Sender<CommitBatch>,
+    dispatcher: mpsc::Sender<CommitBatch>,
     publisher: mpsc::Sender<Outgoing>,
+    node: Arc<str>,
+    channels: Arc<Channels>,
+    hub: Hub,
 ) {
     while let Some(batch) = commits.recv().await {
-        let shared = Arc::new(batch.clone());
-        // Other nodes fill a publication that is dropped here from the store.
-        let _ = publisher.try_send(Outgoing::Log(shared));
-        if follower.send(batch).await.is_err() {
+        let mut by_channel: Vec<(String, Vec<Commit>)> = Vec::new();
+        for commit in &batch.commits {
+            let channel = match commit {
+                Commit::Msg(msg) => match (msg.to, msg.group) {
+                    (Some(to), _) if hub.is_local(to) => continue,
+                    (Some(to), _) => channels.user(to),
+                    (None, Some(group)) => channels.group(group),
+                    (None, None) => continue,
+                },
+                Commit::Joined { group, .. }
+                | Commit::Left { group, .. }
+                | Commit::GroupDeleted { group, .. } => channels.group(*group),
+                Commit::ForgetGroups | Commit::ForgetGroup { .. } => continue,
+            };
+            match by_channel.iter_mut().find(|(c, _)| *c == channel) {
+                Some((_, list)) => list.push(commit.clone()),
+                None => by_channel.push((channel, vec![commit.clone()])),
+            }
+        }
+        if !by_channel.is_empty() {
+            let messages: Vec<(String, String)> = by_channel
+                .into_iter()
+                .filter_map(|(channel, commits)| {
+                    let routed = Routed {
+                        node: node.to_string(),
+                        commits,
+                    };
+                    serde_json::to_string(&routed)
+                        .ok()
+                        .map(|text| (channel, text))
+                })
+                .collect();
+            // A publication dropped here (Redis away for long) is caught up by the nodes
+            // concerned when they get Redis back.
+            if publisher.try_send(Outgoing::Route(messages)).is_err() {
+                tracing::warn!("cluster: publisher queue full; dropping routed messages");
+            }
+        }
+        if dispatcher.send(batch).await.is_err() {
             return;
         }
     }
@@ -185,15 +233,13 @@ async fn publish(
                     Ok(text) => conn.publish(&keys.events, text).await,
                     Err(_) => Ok(()),
                 },
-                Outgoing::Log(batch) => {
-                    let message = LogMessage {
-                        node: node.to_string(),
-                        batch: (**batch).clone(),
-                    };
-                    match serde_json::to_string(&message) {
-                        Ok(text) => conn.publish(&keys.log, text).await,
-                        Err(_) => Ok(()),
+                Outgoing::Route(messages) => {
+                    // One round trip for the whole batch.
+                    let mut pipe = redis::pipe();
+                    for (channel, text) in messages.iter() {
+                        pipe.publish(channel, text).ignore();
                     }
+                    pipe.query_async(&mut conn).await
                 }
                 Outgoing::SetPresence {
                     user,
@@ -218,10 +264,6 @@ async fn publish(
                     break;
                 }
                 Err(e) => {
-                    // A log batch that cannot go out is read from the store by the others.
-                    if matches!(item, Outgoing::Log(_)) && backoff > Duration::from_millis(400) {
-                        break;
-                    }
                     tracing::warn!(error = %e, "cluster: Redis publish failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -232,70 +274,148 @@ async fn publish(
     }
 }
 
-/// Listens to the log and events channels; resubscribes (and resynchronises presence)
-/// whenever the connection to Redis is lost.
+/// Listens to the events channel and to the channels this node needs ([`channels`]);
+/// subscribes and unsubscribes as sessions come and go. Whenever the connection to Redis
+/// is lost it subscribes again, resynchronises presence, and has every session catch up
+/// from the store (what was published meanwhile never reached this node).
 async fn subscribe(
     client: redis::Client,
     node: Arc<Node>,
-    follower: mpsc::Sender<CommitBatch>,
+    dispatcher: mpsc::Sender<CommitBatch>,
+    mut requests: mpsc::UnboundedReceiver<Reconcile>,
     stop: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(50);
+    let mut first = true;
     while !stop.is_cancelled() {
-        let mut pubsub = match client.get_async_pubsub().await {
-            Ok(pubsub) => pubsub,
+        let connected = match client.get_async_pubsub().await {
+            Ok(pubsub) => {
+                let (mut sink, stream) = pubsub.split();
+                let mut wanted = vec![node.keys.events.clone()];
+                wanted.extend(node.channels.all());
+                match sink.subscribe(&wanted).await {
+                    Ok(()) => Ok((sink, stream, wanted)),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let (mut sink, mut stream, wanted) = match connected {
+            Ok(connected) => connected,
             Err(e) => {
                 tracing::warn!(error = %e, "cluster: cannot subscribe; retrying");
+                // Redis is away: what other nodes commit for this node's users reaches
+                // them from the store, every few seconds at most.
+                node.hub.deliver_all(&Frame::catch_up());
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
-        if let Err(e) = pubsub
-            .subscribe(&[node.keys.log.as_str(), node.keys.events.as_str()])
-            .await
-        {
-            tracing::warn!(error = %e, "cluster: cannot subscribe; retrying");
-            tokio::time::sleep(backoff).await;
-            continue;
-        }
+        let mut subscribed: HashSet<String> = wanted.into_iter().collect();
         backoff = Duration::from_millis(50);
+        if !first {
+            let forget = CommitBatch {
+                after: 0,
+                last: 0,
+                commits: vec![Commit::ForgetGroups],
+            };
+            if dispatcher.send(forget).await.is_err() {
+                return;
+            }
+            node.hub.deliver_all(&Frame::catch_up());
+        }
+        first = false;
         // Subscribed first, then read the hash: no presence change falls between.
         if let Err(e) = resync(&client, &node).await {
             tracing::warn!(error = %e, "cluster: cannot resynchronise presence");
         }
-        let mut messages = pubsub.on_message();
         loop {
-            let message = tokio::select! {
+            tokio::select! {
                 _ = stop.cancelled() => return,
-                message = messages.next() => message,
-            };
-            let Some(message) = message else {
-                tracing::warn!("cluster: lost the Redis subscription; reconnecting");
-                break;
-            };
-            let Ok(payload) = message.get_payload::<String>() else {
-                continue;
-            };
-            if message.get_channel_name() == node.keys.log {
-                match serde_json::from_str::<LogMessage>(&payload) {
-                    Ok(log) if log.node != *node.id => {
-                        node.heard(&log.node);
-                        if follower.send(log.batch).await.is_err() {
-                            return;
+                request = requests.recv() => {
+                    let Some(request) = request else {
+                        return;
+                    };
+                    let done = reconcile(&mut sink, &node, &dispatcher, &mut subscribed, request);
+                    if let Err(e) = done.await {
+                        tracing::warn!(error = %e, "cluster: cannot change subscriptions; reconnecting");
+                        break;
+                    }
+                }
+                message = stream.next() => {
+                    let Some(message) = message else {
+                        tracing::warn!("cluster: lost the Redis subscription; reconnecting");
+                        break;
+                    };
+                    let Ok(payload) = message.get_payload::<String>() else {
+                        continue;
+                    };
+                    let channel = message.get_channel_name();
+                    if channel == node.keys.events {
+                        match serde_json::from_str::<ClusterEvent>(&payload) {
+                            Ok(event) => node.on_event(event),
+                            Err(e) => tracing::warn!(error = %e, "cluster: unreadable event"),
+                        }
+                    } else if node.channels.is_routed(channel) {
+                        match serde_json::from_str::<Routed>(&payload) {
+                            Ok(routed) if routed.node != *node.id => {
+                                node.heard(&routed.node);
+                                let batch = CommitBatch {
+                                    after: 0,
+                                    last: 0,
+                                    commits: routed.commits,
+                                };
+                                if dispatcher.send(batch).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "cluster: unreadable message"),
                         }
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "cluster: unreadable log message"),
-                }
-            } else {
-                match serde_json::from_str::<ClusterEvent>(&payload) {
-                    Ok(event) => node.on_event(event),
-                    Err(e) => tracing::warn!(error = %e, "cluster: unreadable event"),
                 }
             }
         }
     }
+}
+
+/// Brings Redis's subscriptions to `request.channels` in line with what this node needs;
+/// a group subscribed to again has its member list reloaded by the dispatcher.
+async fn reconcile(
+    sink: &mut redis::aio::PubSubSink,
+    node: &Node,
+    dispatcher: &mpsc::Sender<CommitBatch>,
+    subscribed: &mut HashSet<String>,
+    request: Reconcile,
+) -> redis::RedisResult<()> {
+    for channel in request.channels {
+        let needed = node.channels.needed(&channel);
+        if needed && !subscribed.contains(&channel) {
+            sink.subscribe(&channel).await?;
+        } else if !needed && subscribed.contains(&channel) {
+            sink.unsubscribe(&channel).await?;
+        } else {
+            continue;
+        }
+        if let Some(group) = node.channels.group_of(&channel) {
+            let forget = CommitBatch {
+                after: 0,
+                last: 0,
+                commits: vec![Commit::ForgetGroup { group }],
+            };
+            let _ = dispatcher.send(forget).await;
+        }
+        if needed {
+            subscribed.insert(channel);
+        } else {
+            subscribed.remove(&channel);
+        }
+    }
+    if let Some(done) = request.done {
+        let _ = done.send(());
+    }
+    Ok(())
 }
 
 /// Puts this node's sessions back in the presence hash and reloads everyone else's.
@@ -379,6 +499,7 @@ impl Node {
                 let frame = Arc::new(Frame {
                     msg_id: None,
                     conv_seq: (0, 0),
+                    catch_up: false,
                     changes_friends,
                     bytes: frame.into_bytes(),
                 });
@@ -439,6 +560,7 @@ impl Node {
                     self.hub.deliver_all(&Arc::new(Frame {
                         msg_id: None,
                         conv_seq: (0, 0),
+                        catch_up: false,
                         changes_friends: false,
                         bytes: frame.into_bytes(),
                     }));
@@ -475,6 +597,9 @@ impl Node {
             let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             seen.keys().all(|other| **other > *self.id)
         };
+        // A node that died between a commit and its publication: what it committed is
+        // in the store. Every session here catches up.
+        self.hub.deliver_all(&Frame::catch_up());
         for node in dead {
             let users = self.hub.drop_node(&node);
             tracing::warn!(%node, users = users.len(), "cluster: node is gone; its users are offline");

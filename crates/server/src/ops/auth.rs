@@ -105,6 +105,10 @@ pub(crate) async fn login<W: AsyncWrite + Unpin, D: Dialect>(
     let admin = snapshot.admin || s.ctx.config.admins.contains(&user.name);
     let friend_ids: Vec<_> = snapshot.friends.iter().map(|f| f.id).collect();
     let fresh = s.start_login(user.clone(), token_hash(&token), friend_ids);
+    // In a cluster, this node listens to the user's and the groups' channels before the
+    // session reads what is pending, so that nothing committed in between is missed.
+    let groups: Vec<_> = snapshot.groups.iter().map(|g| g.group.id).collect();
+    s.ctx.bus.listen(user.id, &groups).await;
     if fresh {
         let friends = s
             .login

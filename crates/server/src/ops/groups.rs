@@ -50,6 +50,7 @@ pub(crate) async fn create_group<W: AsyncWrite + Unpin, D: Dialect>(
     check_name("group name", &req.name)?;
     check_len("desc", &req.desc, 0, MAX_DESC)?;
     let group = s.ctx.store.create_group(me, &req.name, &req.desc).await?;
+    s.ctx.bus.listen(me, &[group.id]).await;
     let group = brief(group, Role::Creator);
     Ok(ok_frame(rid, &GroupReply { group }))
 }
@@ -61,6 +62,12 @@ pub(crate) async fn join_group<W: AsyncWrite + Unpin, D: Dialect>(
 ) -> OpResult {
     let me = s.user()?.id;
     let group = s.ctx.store.join_group(req.group, me).await?;
+    // In a cluster: listen to the group's channel, then read what it committed between
+    // the join and the listening (one node delivers in commit order: nothing to read).
+    s.ctx.bus.listen(me, &[group.id]).await;
+    if !s.ctx.trust_order {
+        s.needs_catch_up = true;
+    }
     let group = brief(group, Role::Member);
     Ok(ok_frame(rid, &GroupReply { group }))
 }

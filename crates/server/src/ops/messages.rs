@@ -33,6 +33,7 @@ pub(crate) async fn send<W: AsyncWrite + Unpin, D: Dialect>(
     let msg = (s.ctx.store)
         .send(me, req.to, &req.text, req.cmid.as_deref())
         .await?;
+    s.sent(msg.conv, msg.seq);
     let msg = MsgRef {
         id: msg.id,
         ts: msg.ts,
@@ -54,6 +55,7 @@ pub(crate) async fn group_send<W: AsyncWrite + Unpin, D: Dialect>(
     let msg = (s.ctx.store)
         .group_send(me, req.group, &req.text, req.cmid.as_deref())
         .await?;
+    s.sent(msg.conv, msg.seq);
     let msg = MsgRef {
         id: msg.id,
         ts: msg.ts,

@@ -17,6 +17,7 @@ pub mod postgres;
 pub mod sqlite;
 mod writes;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -144,11 +145,12 @@ pub struct ReadMark {
 pub enum Commit {
     /// A message; `msg.to` or `msg.group` says who gets it.
     Msg(Arc<Msg>),
-    /// A user joined a group at id `at`; only messages after it are for the user.
+    /// A user joined a group when its last seq was `seq`; only later messages are for
+    /// the user.
     Joined {
         group: GroupId,
         user: UserId,
-        at: MsgId,
+        seq: Seq,
     },
     /// A user left a group at id `at`.
     Left {
@@ -161,6 +163,9 @@ pub enum Commit {
     /// Not stored nor published: tells a dispatcher to forget the member lists it keeps,
     /// after it missed changes (a gap in a cluster's log filled from the store).
     ForgetGroups,
+    /// Not stored nor published: tells a dispatcher to forget one group's member list (a
+    /// cluster node that subscribes to a group again reloads it).
+    ForgetGroup { group: GroupId },
 }
 
 /// The changes of one committed transaction. Batches are contiguous in message ids: a
@@ -213,8 +218,8 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_group(&self, group: GroupId, user: UserId) -> StoreResult<Vec<UserId>>;
     /// The members of a group with roles; `NotFound` if there is no such group.
     async fn group_members(&self, group: GroupId) -> StoreResult<Vec<(User, Role)>>;
-    /// The members of a group, each with the last message id before it joined.
-    async fn group_member_ids(&self, group: GroupId) -> StoreResult<Vec<(UserId, MsgId)>>;
+    /// The members of a group, each with the group's last seq when it joined.
+    async fn group_member_ids(&self, group: GroupId) -> StoreResult<Vec<(UserId, Seq)>>;
     async fn user_groups(&self, user: UserId) -> StoreResult<Vec<GroupWithMembers>>;
     async fn snapshot(&self, user: UserId) -> StoreResult<Snapshot>;
 
@@ -245,21 +250,28 @@ pub trait Store: Send + Sync + 'static {
         before: Option<MsgId>,
         limit: usize,
     ) -> StoreResult<Vec<Msg>>;
-    /// Messages pending for `user` (per conversation, above its delivered cursor) with an
-    /// id above `after` and sent after `since_ms` (older ones have expired from
-    /// delivery), oldest first.
+    /// Messages pending for `user`, sent after `since_ms` (older ones have expired from
+    /// delivery): per conversation, those above its delivered cursor and above the seq
+    /// the caller already has in `known`. Each conversation's come in seq order and
+    /// without a hole (a page holds a prefix of each), roughly oldest first overall.
     async fn pending(
         &self,
         user: UserId,
-        after: MsgId,
+        known: &HashMap<ConvId, Seq>,
         since_ms: i64,
         limit: usize,
     ) -> StoreResult<Vec<Msg>>;
-    /// Every message with an id in `after + 1 ..= up_to`, oldest first (to fill a gap in
-    /// the commit log of a cluster).
-    async fn messages_between(&self, after: MsgId, up_to: MsgId) -> StoreResult<Vec<Msg>>;
-    /// The id of the newest message.
-    async fn last_msg_id(&self) -> StoreResult<MsgId>;
+    /// The messages of `conv` (the user's) with a seq in `after + 1 .. before`, in seq
+    /// order, the user's own included; with `after` unknown, from the user's delivered
+    /// cursor (in a group, at least the seq at which it joined). To fill a gap.
+    async fn fill(
+        &self,
+        user: UserId,
+        conv: ConvId,
+        after: Option<Seq>,
+        before: Seq,
+        limit: usize,
+    ) -> StoreResult<Vec<Msg>>;
     /// Moves the user's delivered cursor in `conv` up to `seq` (never down, never past
     /// the conversation's last seq). Written in bulk within a fraction of a second.
     async fn ack(&self, user: UserId, conv: ConvId, seq: Seq) -> StoreResult<()>;
@@ -306,4 +318,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Commits what is queued and stops writing. Later writes fail with `Unavailable`.
     async fn close(&self);
+}
+
+/// Merges per-conversation lists (each in seq order) into one, at most `limit` long,
+/// taking the oldest head (by id) first: each conversation keeps its order and what is
+/// left out of one is a suffix.
+pub(crate) fn merge_by_conversation(mut lists: Vec<Vec<Msg>>, limit: usize) -> Vec<Msg> {
+    let mut heads: Vec<std::collections::VecDeque<Msg>> = lists.drain(..).map(Into::into).collect();
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let next = heads
+            .iter()
+            .enumerate()
+            .filter_map(|(i, list)| list.front().map(|m| (m.id, i)))
+            .min();
+        let Some((_, i)) = next else {
+            break;
+        };
+        if let Some(msg) = heads[i].pop_front() {
+            out.push(msg);
+        }
+    }
+    out
 }

@@ -5,12 +5,11 @@
 //! [`MAX_BATCH`] writes), runs it all in one transaction and commits once. Only after the
 //! commit does each caller get its answer and the [`CommitLog`] its [`CommitBatch`].
 //!
-//! Message ids are cluster-wide. Every transaction that writes (anything but acks) first
-//! takes a transaction-scoped advisory lock and reads `cluster_log.last_msg_id`; it gives
-//! its messages and membership changes the next ids and moves `last_msg_id` before it
-//! commits. So the ids of every node's commits are contiguous and follow commit order,
-//! and a node that sees a gap between two of its own batches knows that another node
-//! committed those ids.
+//! No lock is shared by the nodes. Message ids come from the sequence `message_ids`,
+//! which hands each connection a block of 1,000 at a time: unique, never reused, but
+//! not in commit order across nodes. Order lives in each conversation: a batch locks the
+//! rows of the conversations it writes to (see [`conv`]), so only writers to the same
+//! conversation wait on each other, and seqs follow commit order.
 //!
 //! Reads run on a small pool. Nothing waits for PostgreSQL without a bound: connecting,
 //! each read and each batch have deadlines, and a server-side `statement_timeout` backs
@@ -79,18 +78,26 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../migrations/postgres/0005_conversations.sql"),
     ),
+    (
+        6,
+        include_str!("../../migrations/postgres/0006_message_ids.sql"),
+    ),
 ];
 
-/// Serialises migrations of one schema between nodes (a session-level lock).
+/// Serialises migrations of one schema between nodes (a session-level lock, at start only).
 const LOCK_MIGRATIONS: &str =
     "SELECT pg_advisory_lock(hashtext('chatd.migrate'), hashtext(current_schema()))";
 const UNLOCK_MIGRATIONS: &str =
     "SELECT pg_advisory_unlock(hashtext('chatd.migrate'), hashtext(current_schema()))";
-/// Starts a write transaction: takes the message-id lock of this schema until COMMIT and
-/// reads the last id given out. One round trip.
-const BEGIN_WRITE: &str = "BEGIN; \
-     SELECT pg_advisory_xact_lock(hashtext('chatd.msg_ids'), hashtext(current_schema())); \
-     SELECT last_msg_id FROM cluster_log WHERE id = 1";
+/// How many message ids a writer takes at most per batch (one per write).
+const IDS_PER_WRITE: usize = 1;
+
+/// A history page ends before message `$2`: before its seq in conversation `$1` (ids do not
+/// follow seqs across nodes); for an id not in the conversation, before the
+/// conversation's messages with smaller ids.
+const BEFORE_SEQ_PG: &str = "(CASE WHEN $2 = 9223372036854775807 THEN 9223372036854775807 ELSE \
+     COALESCE((SELECT seq FROM messages WHERE id = $2 AND conv = $1), \
+     (SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE conv = $1 AND id < $2)) END)";
 
 const MSG_SELECT: &str = "SELECT m.id, m.ts, m.from_user, u.name, m.text, m.to_user, m.group_id, \
                           m.conv, m.seq FROM messages m JOIN users u ON u.id = m.from_user";
@@ -530,14 +537,17 @@ struct Batch {
     seqs: HashMap<ConvId, Seq>,
     /// Client message ids of this batch's messages: (user, cmid) -> message.
     cmids: HashMap<(UserId, String), Arc<Msg>>,
+    /// Message ids reserved for this batch, in increasing order.
+    ids: VecDeque<MsgId>,
 }
 
 impl Batch {
-    /// Takes the next message id: for a message, or for a membership change (which has
-    /// an id of its own in the log, with no message under it).
+    /// Takes the next message id of those reserved for this batch: for a message, or for
+    /// a membership change (which has an id of its own, with no message under it).
     fn next_id(&mut self) -> MsgId {
-        self.last += 1;
-        self.last
+        let id = self.ids.pop_front().unwrap_or(self.last + 1);
+        self.last = self.last.max(id);
+        id
     }
 }
 
@@ -667,7 +677,8 @@ impl Writer {
         if ops.is_empty() {
             self.simple("BEGIN").await?;
         } else {
-            done.after = self.begin_write().await?;
+            done.ids = self.begin_write(ops.len() * IDS_PER_WRITE).await?;
+            done.after = done.ids.front().map_or(0, |id| id - 1);
             done.last = done.after;
             self.lock_conversations(ops, done).await?;
         }
@@ -677,22 +688,6 @@ impl Writer {
         if !done.messages.is_empty() {
             self.insert_messages(&done.messages).await?;
             self.write_cmids(&done.cmids).await?;
-        }
-        if done.last != done.after && acks.is_empty() {
-            // With the COMMIT, in one round trip (a number: nothing to quote).
-            return self
-                .simple(&format!(
-                    "UPDATE cluster_log SET last_msg_id = {} WHERE id = 1; COMMIT",
-                    done.last
-                ))
-                .await;
-        }
-        if done.last != done.after {
-            self.execute(
-                "UPDATE cluster_log SET last_msg_id = $1 WHERE id = 1",
-                &[&done.last],
-            )
-            .await?;
         }
         if !acks.is_empty() {
             self.write_acks(acks).await?;
@@ -748,16 +743,29 @@ impl Writer {
         Ok(self.conn()?.client.execute(&stmt, params).await?)
     }
 
-    /// BEGIN, the message-id lock, and the last id given out, in one round trip.
-    async fn begin_write(&mut self) -> StoreResult<MsgId> {
-        let replies = self.conn()?.client.simple_query(BEGIN_WRITE).await?;
-        // The last row is cluster_log's (the lock's row holds an empty void).
-        let last = replies.iter().rev().find_map(|reply| match reply {
-            SimpleQueryMessage::Row(row) => row.try_get(0).ok().flatten(),
-            _ => None,
-        });
-        last.and_then(|text| text.parse().ok())
-            .ok_or_else(|| StoreError::Internal("cluster_log has no last message id".into()))
+    /// BEGIN, and `n` message ids from the sequence `message_ids`, in one round trip.
+    /// No lock: the sequence hands each connection a block of 1,000 ids at a time, so a
+    /// node touches the shared counter once per 1,000 ids, and ids are unique but do not
+    /// follow commit order across nodes (seqs do, per conversation).
+    async fn begin_write(&mut self, n: usize) -> StoreResult<VecDeque<MsgId>> {
+        let sql = format!(
+            "BEGIN; SELECT array_to_string(ARRAY(SELECT nextval('message_ids') \
+             FROM generate_series(1, {n})), ',')"
+        );
+        let replies = self.conn()?.client.simple_query(&sql).await?;
+        let text = replies
+            .iter()
+            .find_map(|reply| match reply {
+                SimpleQueryMessage::Row(row) => row.try_get(0).ok().flatten(),
+                _ => None,
+            })
+            .ok_or_else(|| StoreError::Internal("no message ids".into()))?;
+        text.split(',')
+            .map(|id| {
+                id.parse()
+                    .map_err(|_| StoreError::Internal("a message id is not a number".into()))
+            })
+            .collect()
     }
 
     async fn insert_messages(&mut self, msgs: &[Arc<Msg>]) -> StoreResult<()> {
@@ -853,29 +861,36 @@ impl Writer {
                 desc,
                 reply,
             } => {
-                let at = done.last + 1;
-                let result = savepoint!(
-                    self,
-                    self.create_group(creator, &name, &desc, done.last, at)
-                );
+                let at = done.next_id();
+                let result = savepoint!(self, self.create_group(creator, &name, &desc, at, at));
                 if let Ok(group) = &result {
                     done.members.clear();
-                    let at = done.next_id();
                     done.commits.push(Commit::Joined {
                         group: group.id,
                         user: creator,
-                        at,
+                        seq: 0,
                     });
                 }
                 done.finishers.push(finisher(reply, result));
             }
             Write::JoinGroup { group, user, reply } => {
-                let joined_seq = done.seqs.get(&group_conv(group)).copied();
-                let result = savepoint!(self, self.join_group(group, user, done.last, joined_seq));
+                let seq = match done.seqs.get(&group_conv(group)) {
+                    Some(seq) => *seq,
+                    None => self
+                        .query_opt(
+                            "SELECT last_seq FROM conversations WHERE id = $1",
+                            &[&group_conv(group)],
+                        )
+                        .await?
+                        .map(|r| r.try_get(0))
+                        .transpose()?
+                        .unwrap_or(0),
+                };
+                let at = done.next_id();
+                let result = savepoint!(self, self.join_group(group, user, at, Some(seq)));
                 if result.is_ok() {
                     done.members.clear();
-                    let at = done.next_id();
-                    done.commits.push(Commit::Joined { group, user, at });
+                    done.commits.push(Commit::Joined { group, user, seq });
                 }
                 done.finishers.push(finisher(reply, result));
             }
@@ -1424,11 +1439,11 @@ impl Store for PgStore {
         Ok(members)
     }
 
-    async fn group_member_ids(&self, group: GroupId) -> StoreResult<Vec<(UserId, MsgId)>> {
+    async fn group_member_ids(&self, group: GroupId) -> StoreResult<Vec<(UserId, Seq)>> {
         self.read(|c| async move {
             let rows = rows(
                 &c,
-                "SELECT user_id, joined_after FROM group_members WHERE group_id = $1 \
+                "SELECT user_id, joined_seq FROM group_members WHERE group_id = $1 \
                  ORDER BY user_id",
                 &[&group],
             )
@@ -1518,8 +1533,8 @@ impl Store for PgStore {
                     rows(
                         &c,
                         &format!(
-                            "{MSG_SELECT} WHERE m.conv = $1 AND m.id < $2 \
-                             ORDER BY m.id DESC LIMIT $3"
+                            "{MSG_SELECT} WHERE m.conv = $1 AND m.seq < {BEFORE_SEQ_PG} \
+                             ORDER BY m.seq DESC LIMIT $3"
                         ),
                         &[&key, &before, &limit],
                     )
@@ -1545,8 +1560,8 @@ impl Store for PgStore {
                     rows(
                         &c,
                         &format!(
-                            "{MSG_SELECT} WHERE m.conv = $1 AND m.id < $2 \
-                             ORDER BY m.id DESC LIMIT $3"
+                            "{MSG_SELECT} WHERE m.conv = $1 AND m.seq < {BEFORE_SEQ_PG} \
+                             ORDER BY m.seq DESC LIMIT $3"
                         ),
                         &[&group_conv(group), &before, &limit],
                     )
@@ -1563,39 +1578,29 @@ impl Store for PgStore {
     async fn pending(
         &self,
         user: UserId,
-        after: MsgId,
+        known: &HashMap<ConvId, Seq>,
         since_ms: i64,
         limit: usize,
     ) -> StoreResult<Vec<Msg>> {
         // The noted acks first, then the table: a flush that commits in between is then
         // seen in the table (reading the other way round could miss it in both).
-        let noted = self.acks.of_user(user);
+        let noted = self.acks.of_user_beside(user, known);
+        self.read(|c| async move { conv::pending_of(&c, user, &noted, since_ms, limit).await })
+            .await
+    }
+
+    async fn fill(
+        &self,
+        user: UserId,
+        conv: ConvId,
+        after: Option<Seq>,
+        before: Seq,
+        limit: usize,
+    ) -> StoreResult<Vec<Msg>> {
+        let noted = self.acks.of_user(user).get(&conv).copied().unwrap_or(0);
         self.read(
-            |c| async move { conv::pending_of(&c, user, &noted, after, since_ms, limit).await },
+            |c| async move { conv::fill_of(&c, user, conv, after, noted, before, limit).await },
         )
-        .await
-    }
-
-    async fn messages_between(&self, after: MsgId, up_to: MsgId) -> StoreResult<Vec<Msg>> {
-        self.read(|c| async move {
-            let rows = rows(
-                &c,
-                &format!("{MSG_SELECT} WHERE m.id > $1 AND m.id <= $2 ORDER BY m.id"),
-                &[&after, &up_to],
-            )
-            .await?;
-            rows.iter().map(row_to_msg).collect()
-        })
-        .await
-    }
-
-    async fn last_msg_id(&self) -> StoreResult<MsgId> {
-        self.read(|c| async move {
-            let row = opt_row(&c, "SELECT last_msg_id FROM cluster_log WHERE id = 1", &[])
-                .await?
-                .ok_or_else(|| StoreError::Internal("cluster_log has no row".into()))?;
-            Ok(row.try_get(0)?)
-        })
         .await
     }
 

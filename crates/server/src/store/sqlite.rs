@@ -60,6 +60,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
 ];
 
+/// A history page ends before message `?2`: before its seq in conversation `?1` (ids do not
+/// follow seqs across a cluster's nodes); for an id not in the conversation, before the
+/// conversation's messages with smaller ids.
+const BEFORE_SEQ_SQLITE: &str =
+    "(CASE WHEN ?2 = 9223372036854775807 THEN 9223372036854775807 ELSE \
+     COALESCE((SELECT seq FROM messages WHERE id = ?2 AND conv = ?1), \
+     (SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE conv = ?1 AND id < ?2)) END)";
+
 const MSG_SELECT: &str = "SELECT m.id, m.ts, m.from_user, u.name, m.text, m.to_user, m.group_id, \
                           m.conv, m.seq FROM messages m JOIN users u ON u.id = m.from_user";
 
@@ -476,11 +484,11 @@ impl Writer {
                 let at = self.next_msg_id;
                 let result = self.savepoint(|w| w.create_group(creator, &name, &desc, at));
                 if let Ok(group) = &result {
-                    let at = self.next_stamp().0;
+                    self.next_stamp();
                     commits.push(Commit::Joined {
                         group: group.id,
                         user: creator,
-                        at,
+                        seq: 0,
                     });
                 }
                 done.push(finisher(reply, result));
@@ -488,8 +496,9 @@ impl Writer {
             Write::JoinGroup { group, user, reply } => {
                 let result = self.savepoint(|w| w.join_group(group, user));
                 if result.is_ok() {
-                    let at = self.next_stamp().0;
-                    commits.push(Commit::Joined { group, user, at });
+                    self.next_stamp();
+                    let seq = self.seqs.get(&group_conv(group)).copied().unwrap_or(0);
+                    commits.push(Commit::Joined { group, user, seq });
                 }
                 done.push(finisher(reply, result));
             }
@@ -1251,10 +1260,10 @@ impl Store for SqliteStore {
         Ok(members)
     }
 
-    async fn group_member_ids(&self, group: GroupId) -> StoreResult<Vec<(UserId, MsgId)>> {
+    async fn group_member_ids(&self, group: GroupId) -> StoreResult<Vec<(UserId, Seq)>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT user_id, joined_after FROM group_members WHERE group_id = ?1",
+                "SELECT user_id, joined_seq FROM group_members WHERE group_id = ?1",
             )?;
             let rows = stmt.query_map([group], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
@@ -1363,7 +1372,8 @@ impl Store for SqliteStore {
                     }
                 };
                 let mut stmt = c.prepare_cached(&format!(
-                    "{MSG_SELECT} WHERE {sql} = ?1 AND m.id < ?2 ORDER BY m.id DESC LIMIT ?3"
+                    "{MSG_SELECT} WHERE {sql} = ?1 AND m.seq < {BEFORE_SEQ_SQLITE} \
+                     ORDER BY m.seq DESC LIMIT ?3"
                 ))?;
                 let rows = stmt.query_map(params![key, before, limit], row_to_msg)?;
                 let mut msgs = rows.collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1377,38 +1387,28 @@ impl Store for SqliteStore {
     async fn pending(
         &self,
         user: UserId,
-        after: MsgId,
+        known: &HashMap<ConvId, Seq>,
         since_ms: i64,
         limit: usize,
     ) -> StoreResult<Vec<Msg>> {
         // The noted acks first, then the table: a flush that commits in between is then
         // seen in the table (reading the other way round could miss it in both).
-        let noted = self.acks.of_user(user);
-        self.read(move |c| conv::pending_of(c, user, &noted, after, since_ms, limit))
+        let noted = self.acks.of_user_beside(user, known);
+        self.read(move |c| conv::pending_of(c, user, &noted, since_ms, limit))
             .await
     }
 
-    async fn messages_between(&self, after: MsgId, up_to: MsgId) -> StoreResult<Vec<Msg>> {
-        self.read(move |c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "{MSG_SELECT} WHERE m.id > ?1 AND m.id <= ?2 ORDER BY m.id"
-            ))?;
-            let rows = stmt.query_map(params![after, up_to], row_to_msg)?;
-            rows.collect()
-        })
-        .await
-    }
-
-    async fn last_msg_id(&self) -> StoreResult<MsgId> {
-        self.read(|c| {
-            c.query_row(
-                "SELECT MAX((SELECT last_msg_id FROM log_position WHERE id = 1), \
-                            (SELECT COALESCE(MAX(id), 0) FROM messages))",
-                [],
-                |r| r.get(0),
-            )
-        })
-        .await
+    async fn fill(
+        &self,
+        user: UserId,
+        conv: ConvId,
+        after: Option<Seq>,
+        before: Seq,
+        limit: usize,
+    ) -> StoreResult<Vec<Msg>> {
+        let noted = self.acks.of_user(user).get(&conv).copied().unwrap_or(0);
+        self.read(move |c| conv::fill_of(c, user, conv, after, noted, before, limit))
+            .await?
     }
 
     async fn set_admin(&self, name: &str, admin: bool) -> StoreResult<User> {
@@ -1616,12 +1616,17 @@ mod tests {
             .unwrap();
         let texts: Vec<&str> = history.iter().map(|m| m.text.as_str()).collect();
         assert_eq!(texts, vec!["new text"]);
-        assert!(store
-            .messages_between(0, 10)
+        let left: i64 = store
+            .read(|c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM messages WHERE group_id = 9",
+                    [],
+                    |r| r.get(0),
+                )
+            })
             .await
-            .unwrap()
-            .iter()
-            .all(|m| m.group != Some(9)));
+            .unwrap();
+        assert_eq!(left, 0, "the deleted group's messages are gone");
         // Group 9's id is never given out again, nor 7's.
         let group = store.create_group(b.id, "next", "").await.unwrap();
         assert_eq!(group.id, 10);

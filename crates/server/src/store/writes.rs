@@ -159,6 +159,21 @@ impl PendingAcks {
             .collect()
     }
 
+    /// The acks noted for `user`, each raised to what the caller already has in
+    /// `known`: the positions from which a catch-up starts.
+    pub(super) fn of_user_beside(
+        &self,
+        user: UserId,
+        known: &HashMap<ConvId, Seq>,
+    ) -> HashMap<ConvId, Seq> {
+        let mut noted = self.of_user(user);
+        for (conv, seq) in known {
+            let at = noted.entry(*conv).or_insert(*seq);
+            *at = (*at).max(*seq);
+        }
+        noted
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.cursors
             .lock()

@@ -90,7 +90,10 @@ async fn a_store_of_the_previous_version_keeps_its_history_and_pending_messages(
     let (alice, bob) = (1, 2);
 
     // What bob had not acked is still pending, with its conversation and seq.
-    let pending = store.pending(bob, 0, 0, 100).await.unwrap();
+    let pending = store
+        .pending(bob, &Default::default(), 0, 100)
+        .await
+        .unwrap();
     assert_eq!(texts(&pending), vec!["c1", "g2"]);
     assert_eq!(pending[0].conv, direct_conv(3, bob));
     assert_eq!(pending[0].seq, 1);

@@ -323,7 +323,6 @@ pub(super) async fn pending_of(
     c: &ClientWrapper,
     user: UserId,
     noted: &HashMap<ConvId, Seq>,
-    after: MsgId,
     since_ms: i64,
     limit: usize,
 ) -> StoreResult<Vec<Msg>> {
@@ -361,13 +360,24 @@ pub(super) async fn pending_of(
         &format!(
             "SELECT p.* FROM unnest($1::bigint[], $2::bigint[]) AS t(conv, after_seq) \
              CROSS JOIN LATERAL ({MSG_SELECT} WHERE m.conv = t.conv AND m.seq > t.after_seq \
-               AND m.id > $3 AND m.from_user <> $4 AND m.ts > $5 ORDER BY m.seq LIMIT $6) p \
-             ORDER BY p.id LIMIT $6"
+               AND m.from_user <> $3 AND m.ts > $4 ORDER BY m.seq LIMIT $5) p \
+             ORDER BY p.conv, p.seq"
         ),
-        &[&ids, &froms, &after, &user, &since_ms, &limit],
+        &[&ids, &froms, &user, &since_ms, &limit],
     )
     .await?;
-    rows.iter().map(row_to_msg).collect()
+    // Per conversation in seq order, then merged oldest first: a page holds a prefix of
+    // each conversation's pending messages.
+    let mut lists: Vec<Vec<Msg>> = Vec::new();
+    for row in &rows {
+        let msg = row_to_msg(row)?;
+        match lists.last_mut() {
+            Some(list) if list.last().is_some_and(|m| m.conv == msg.conv) => list.push(msg),
+            _ => lists.push(vec![msg]),
+        }
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    Ok(crate::store::merge_by_conversation(lists, limit))
 }
 
 /// A page of the user's conversations, most recent first: (last activity id, summary).
@@ -525,4 +535,58 @@ pub(super) async fn sync_of(
         out.extend(got);
     }
     Ok((out, more))
+}
+
+/// The messages of `conv` with a seq in `after + 1 .. before` (see [`Store::fill`]).
+///
+/// [`Store::fill`]: crate::store::Store::fill
+pub(super) async fn fill_of(
+    c: &ClientWrapper,
+    user: UserId,
+    conv: ConvId,
+    after: Option<Seq>,
+    noted: Seq,
+    before: Seq,
+    limit: usize,
+) -> StoreResult<Vec<Msg>> {
+    let joined: Seq = match Conversation::of(user, conv) {
+        None => return Err(StoreError::NotFound("no such conversation")),
+        Some(Conversation::With(_)) => 0,
+        Some(Conversation::Group(group)) => opt_row(
+            c,
+            "SELECT joined_seq FROM group_members WHERE group_id = $1 AND user_id = $2",
+            &[&group, &user],
+        )
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?
+        .ok_or(StoreError::NotFound("no such conversation"))?,
+    };
+    let after = match after {
+        Some(after) => after,
+        None => cursor_delivered(c, user, conv).await?.max(noted),
+    }
+    .max(joined);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = rows(
+        c,
+        &format!(
+            "{MSG_SELECT} WHERE m.conv = $1 AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq LIMIT $4"
+        ),
+        &[&conv, &after, &before, &limit],
+    )
+    .await?;
+    rows.iter().map(row_to_msg).collect()
+}
+
+async fn cursor_delivered(c: &ClientWrapper, user: UserId, conv: ConvId) -> StoreResult<Seq> {
+    Ok(opt_row(
+        c,
+        "SELECT delivered FROM cursors WHERE user_id = $1 AND conv = $2",
+        &[&user, &conv],
+    )
+    .await?
+    .map(|r| r.try_get(0))
+    .transpose()?
+    .unwrap_or(0))
 }

@@ -254,33 +254,79 @@ fn pending_convs(
     .collect()
 }
 
-/// Messages pending for `user` with an id above `after`, sent after `since_ms`, oldest
-/// first: per conversation, those above the delivered cursor that are not the user's own.
+/// Messages pending for `user`, sent after `since_ms`: per conversation, those above the
+/// delivered cursor (or the position in `noted`, if higher) that are not the user's own,
+/// in seq order; merged oldest first, at most `limit`.
 pub(super) fn pending_of(
     conn: &Connection,
     user: UserId,
     noted: &HashMap<ConvId, Seq>,
-    after: MsgId,
     since_ms: i64,
     limit: usize,
 ) -> rusqlite::Result<Vec<Msg>> {
-    let mut out: Vec<Msg> = Vec::new();
+    let mut lists = Vec::new();
     let mut stmt = conn.prepare_cached(&format!(
-        "{MSG_SELECT} WHERE m.conv = ?1 AND m.seq > ?2 AND m.id > ?3 AND m.from_user != ?4 \
-         AND m.ts > ?5 ORDER BY m.seq LIMIT ?6"
+        "{MSG_SELECT} WHERE m.conv = ?1 AND m.seq > ?2 AND m.from_user != ?3 \
+         AND m.ts > ?4 ORDER BY m.seq LIMIT ?5"
     ))?;
     for (conv, delivered) in pending_convs(conn, user, noted)? {
         let rows = stmt.query_map(
-            params![conv, delivered, after, user, since_ms, limit as i64],
+            params![conv, delivered, user, since_ms, limit as i64],
             row_to_msg,
         )?;
-        for msg in rows {
-            out.push(msg?);
+        let list = rows.collect::<rusqlite::Result<Vec<Msg>>>()?;
+        if !list.is_empty() {
+            lists.push(list);
         }
     }
-    out.sort_by_key(|m| m.id);
-    out.truncate(limit);
-    Ok(out)
+    Ok(crate::store::merge_by_conversation(lists, limit))
+}
+
+/// The messages of `conv` with a seq in `after + 1 .. before` (see [`Store::fill`]).
+///
+/// [`Store::fill`]: crate::store::Store::fill
+pub(super) fn fill_of(
+    conn: &Connection,
+    user: UserId,
+    conv: ConvId,
+    after: Option<Seq>,
+    noted: Seq,
+    before: Seq,
+    limit: usize,
+) -> rusqlite::Result<StoreResult<Vec<Msg>>> {
+    let joined = match Conversation::of(user, conv) {
+        None => return Ok(Err(StoreError::NotFound("no such conversation"))),
+        Some(Conversation::With(_)) => 0,
+        Some(Conversation::Group(group)) => {
+            match conn
+                .prepare_cached(
+                    "SELECT joined_seq FROM group_members WHERE group_id = ?1 AND user_id = ?2",
+                )?
+                .query_row([group, user], |r| r.get::<_, Seq>(0))
+                .optional()?
+            {
+                Some(seq) => seq,
+                None => return Ok(Err(StoreError::NotFound("no such conversation"))),
+            }
+        }
+    };
+    let after = match after {
+        Some(after) => after,
+        None => {
+            let delivered: Seq = conn
+                .prepare_cached("SELECT delivered FROM cursors WHERE user_id = ?1 AND conv = ?2")?
+                .query_row([user, conv], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
+            delivered.max(noted)
+        }
+    }
+    .max(joined);
+    let mut stmt = conn.prepare_cached(&format!(
+        "{MSG_SELECT} WHERE m.conv = ?1 AND m.seq > ?2 AND m.seq < ?3 ORDER BY m.seq LIMIT ?4"
+    ))?;
+    let rows = stmt.query_map(params![conv, after, before, limit as i64], row_to_msg)?;
+    Ok(Ok(rows.collect::<rusqlite::Result<Vec<Msg>>>()?))
 }
 
 /// A page of the user's conversations, most recent first: (last activity id, summary).
