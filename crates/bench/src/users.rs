@@ -369,11 +369,13 @@ async fn synced_session(mut conn: Conn, reply: LoginLite) -> Result<Session, Set
     })
 }
 
-/// Creates a group; returns its id.
+/// Creates an open group (the bench's members join it by id); returns its id.
 pub async fn create_group(conn: &mut Conn, name: &str) -> Result<i64, SetupError> {
     let req = Request::CreateGroup(request::CreateGroup {
         name: name.to_string(),
         desc: "chat-bench".to_string(),
+        open: true,
+        shared_history: false,
     });
     let line = request(conn, &req, 3).await?;
     let reply: GroupLite =

@@ -28,6 +28,8 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::command::{self, Command, Target};
+
+mod consent;
 use crate::format::{self, clean, who};
 use crate::term::{Input, Printer};
 
@@ -536,13 +538,22 @@ impl App {
             Command::AddFriend(id) => {
                 let req = Request::AddFriend(UserRef { id });
                 if let Some(reply) = self.ok::<FriendReply>(&req).await? {
-                    let f = reply.friend;
-                    self.out.line(format!(
-                        "ok: {} is now your friend ({})",
-                        who(&f.name, f.id),
-                        if f.online { "online" } else { "offline" }
-                    ));
-                    self.upsert_friend(f);
+                    match reply.friend {
+                        Some(f) => {
+                            self.out.line(format!(
+                                "ok: {} is now your friend ({})",
+                                who(&f.name, f.id),
+                                if f.online { "online" } else { "offline" }
+                            ));
+                            self.upsert_friend(f);
+                        }
+                        None => {
+                            let label = self.user_label(id);
+                            self.out.line(format!(
+                                "ok: asked {label} to be your friend; waiting for an answer"
+                            ));
+                        }
+                    }
                 }
             }
             Command::RemoveFriend(id) => {
@@ -556,8 +567,13 @@ impl App {
                     }
                 }
             }
-            Command::CreateGroup { name, desc } => {
-                let req = Request::CreateGroup(request::CreateGroup { name, desc });
+            Command::CreateGroup { name, desc, open } => {
+                let req = Request::CreateGroup(request::CreateGroup {
+                    name,
+                    desc,
+                    open,
+                    shared_history: false,
+                });
                 if let Some(reply) = self.ok::<GroupReply>(&req).await? {
                     let g = reply.group;
                     self.out.line(format!(
@@ -576,6 +592,8 @@ impl App {
                             name: g.name,
                             desc: g.desc,
                             role: g.role,
+                            open: g.open,
+                            shared_history: g.shared_history,
                             members: vec![creator],
                         });
                     }
@@ -602,6 +620,8 @@ impl App {
                             name: g.name,
                             desc: g.desc,
                             role: g.role,
+                            open: g.open,
+                            shared_history: g.shared_history,
                             members,
                         });
                     }
@@ -690,7 +710,7 @@ impl App {
                 }
             }
             Command::GroupKick { group, id } => {
-                let req = Request::GroupKick(request::GroupKick { group, id });
+                let req = Request::GroupKick(request::GroupUser { group, id });
                 if self.ok::<serde_json::Value>(&req).await?.is_some() {
                     let title = self.group_label(group);
                     self.out
@@ -755,6 +775,14 @@ impl App {
                     self.out.lines(lines);
                 }
             }
+            c @ (Command::Invite { .. }
+            | Command::Invites
+            | Command::DeclineInvite(_)
+            | Command::Requests
+            | Command::Decline(_)
+            | Command::Block(_)
+            | Command::Unblock(_)
+            | Command::Blocked) => self.consent(c).await?,
             Command::Help => {
                 let mut lines = vec!["commands:".to_string()];
                 lines.extend(
@@ -890,7 +918,7 @@ impl App {
             }
             Event::FriendAdded { friend } => {
                 self.out.line(format!(
-                    "[friend] {} added you as a friend ({})",
+                    "[friend] {} is now your friend ({})",
                     who(&friend.name, friend.id),
                     if friend.online { "online" } else { "offline" }
                 ));
@@ -938,6 +966,10 @@ impl App {
                 };
                 self.out.line(format!("[typing] {label} is typing{place}"));
             }
+            Event::FriendRequest { .. }
+            | Event::GroupInvite(_)
+            | Event::MemberJoined { .. }
+            | Event::MemberLeft { .. } => self.consent_event(event),
             Event::RemovedFromGroup { group } => {
                 let title = self.group_label(group);
                 self.out

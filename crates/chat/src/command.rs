@@ -21,8 +21,29 @@ pub(crate) enum Command {
     AddFriend(UserId),
     /// `removefriend:ID`
     RemoveFriend(UserId),
-    /// `creategroup:NAME:DESC` (the description may be left out)
-    CreateGroup { name: String, desc: String },
+    /// `creategroup:NAME:DESC` (the description may be left out); `opengroup:NAME:DESC`
+    /// makes one anyone may join.
+    CreateGroup {
+        name: String,
+        desc: String,
+        open: bool,
+    },
+    /// `invite:GROUP:ID`: invite user ID into a group.
+    Invite { group: GroupId, id: UserId },
+    /// `invites`: my invitations.
+    Invites,
+    /// `declineinvite:GROUP`
+    DeclineInvite(GroupId),
+    /// `requests`: friend requests to me and from me.
+    Requests,
+    /// `decline:ID`: decline user ID's friend request.
+    Decline(UserId),
+    /// `block:ID`
+    Block(UserId),
+    /// `unblock:ID`
+    Unblock(UserId),
+    /// `blocked`: whom I block.
+    Blocked,
     /// `joingroup:GROUP`
     JoinGroup(GroupId),
     /// `quitgroup:GROUP`
@@ -68,9 +89,30 @@ pub(crate) enum Command {
 pub(crate) const USAGE: &[(&str, &str)] = &[
     ("chat:ID:TEXT", "send TEXT to user ID"),
     ("groupchat:GROUP:TEXT", "send TEXT to group GROUP"),
-    ("addfriend:ID", "make user ID your friend"),
-    ("removefriend:ID", "remove user ID from your friends"),
-    ("creategroup:NAME:DESC", "create a group (DESC optional)"),
+    (
+        "addfriend:ID",
+        "ask user ID to be your friend, or accept their request",
+    ),
+    ("decline:ID", "decline user ID's friend request"),
+    ("requests", "friend requests to you and from you"),
+    (
+        "removefriend:ID",
+        "remove user ID from your friends (or withdraw your request)",
+    ),
+    ("block:ID", "refuse user ID's messages and requests"),
+    ("unblock:ID", "stop blocking user ID"),
+    ("blocked", "whom you block"),
+    (
+        "creategroup:NAME:DESC",
+        "create a group joined by invitation (DESC optional)",
+    ),
+    ("opengroup:NAME:DESC", "create a group anyone may join"),
+    ("invite:GROUP:ID", "invite user ID into group GROUP"),
+    ("invites", "your invitations into groups"),
+    (
+        "declineinvite:GROUP",
+        "decline an invitation into group GROUP",
+    ),
     ("joingroup:GROUP", "join group GROUP"),
     ("quitgroup:GROUP", "leave group GROUP"),
     ("deletegroup:GROUP", "delete group GROUP (its creator only)"),
@@ -138,18 +180,39 @@ pub(crate) fn parse(line: &str) -> Result<Option<Command>, String> {
         ("removefriend", arg) => {
             Command::RemoveFriend(one_number(arg, "removefriend:ID", "user id")?)
         }
-        ("creategroup", Some(rest)) => {
+        (kind @ ("creategroup" | "opengroup"), Some(rest)) => {
             let (name, desc) = rest.split_once(':').unwrap_or((rest, ""));
             let name = name.trim();
             if name.is_empty() {
-                return Err(usage("creategroup:NAME:DESC"));
+                return Err(usage(&format!("{kind}:NAME:DESC")));
             }
             Command::CreateGroup {
                 name: name.to_string(),
                 desc: desc.trim().to_string(),
+                open: kind == "opengroup",
             }
         }
         ("creategroup", None) => return Err(usage("creategroup:NAME:DESC")),
+        ("opengroup", None) => return Err(usage("opengroup:NAME:DESC")),
+        ("invite", Some(rest)) => {
+            let (group, id) = rest
+                .split_once(':')
+                .ok_or_else(|| usage("invite:GROUP:ID"))?;
+            Command::Invite {
+                group: number(group, "group id")?,
+                id: number(id, "user id")?,
+            }
+        }
+        ("invite", None) => return Err(usage("invite:GROUP:ID")),
+        ("invites", None) => Command::Invites,
+        ("declineinvite", arg) => {
+            Command::DeclineInvite(one_number(arg, "declineinvite:GROUP", "group id")?)
+        }
+        ("requests", None) => Command::Requests,
+        ("decline", arg) => Command::Decline(one_number(arg, "decline:ID", "user id")?),
+        ("block", arg) => Command::Block(one_number(arg, "block:ID", "user id")?),
+        ("unblock", arg) => Command::Unblock(one_number(arg, "unblock:ID", "user id")?),
+        ("blocked", None) => Command::Blocked,
         ("joingroup", arg) => Command::JoinGroup(one_number(arg, "joingroup:GROUP", "group id")?),
         ("quitgroup", arg) => Command::QuitGroup(one_number(arg, "quitgroup:GROUP", "group id")?),
         ("deletegroup", arg) => {
@@ -203,7 +266,7 @@ pub(crate) fn parse(line: &str) -> Result<Option<Command>, String> {
         ("quit" | "exit", None) => Command::Quit,
         (
             "showme" | "updatelist" | "users" | "conversations" | "convs" | "logout" | "loginout"
-            | "quit" | "exit" | "shutdown",
+            | "quit" | "exit" | "shutdown" | "invites" | "requests" | "blocked",
             Some(_),
         ) => {
             return Err(format!("{name} takes no argument"));
@@ -303,16 +366,22 @@ mod tests {
             ok("creategroup:rust:all about: rust"),
             Command::CreateGroup {
                 name: "rust".into(),
-                desc: "all about: rust".into()
+                desc: "all about: rust".into(),
+                open: false,
             }
         );
         assert_eq!(
-            ok("creategroup:solo"),
+            ok("opengroup:solo"),
             Command::CreateGroup {
                 name: "solo".into(),
-                desc: String::new()
+                desc: String::new(),
+                open: true,
             }
         );
+        assert_eq!(ok("invite:2:3"), Command::Invite { group: 2, id: 3 });
+        assert_eq!(ok("decline:3"), Command::Decline(3));
+        assert_eq!(ok("block:3"), Command::Block(3));
+        assert_eq!(ok("blocked"), Command::Blocked);
         assert_eq!(ok("joingroup:1"), Command::JoinGroup(1));
         assert_eq!(ok("quitgroup:1"), Command::QuitGroup(1));
         assert_eq!(ok("deletegroup:1"), Command::DeleteGroup(1));

@@ -195,6 +195,8 @@ mod tests {
             name: "rust".into(),
             desc: "crabs".into(),
             role: Role::Creator,
+            open: false,
+            shared_history: false,
             members: vec![Member {
                 id: 1,
                 name: "alice".into(),

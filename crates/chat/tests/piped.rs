@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chat_client::{Client, Events};
 use chat_proto::reply::GroupReply;
-use chat_proto::request::{GroupRef, Request};
+use chat_proto::request::{GroupRef, Request, UserRef};
 use chat_proto::types::Msg;
 use chat_proto::Event;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -284,17 +284,27 @@ async fn a_piped_session_runs_every_kind_of_command() {
     alice.send("dance").await;
     alice.expect("error: unknown command").await;
 
-    // Friends, and presence.
+    // Friends (a request the other accepts), and presence.
     alice.send(&format!("addfriend:{bob_id}")).await;
     alice
-        .expect(&format!("ok: bob({bob_id}) is now your friend (online)"))
+        .expect(&format!(
+            "ok: asked bob({bob_id}) to be your friend; waiting for an answer"
+        ))
         .await;
     next_event(
         &mut bob_events,
-        "friend_added",
-        |e| matches!(e, Event::FriendAdded { friend } if friend.id == alice_id),
+        "friend_request",
+        |e| matches!(e, Event::FriendRequest { from } if from.id == alice_id),
     )
     .await;
+    bob.call_ok(&Request::AddFriend(UserRef { id: alice_id }))
+        .await
+        .expect("bob accepts");
+    alice
+        .expect(&format!(
+            "[friend] bob({bob_id}) is now your friend (online)"
+        ))
+        .await;
     alice.send(&format!("addfriend:{bob_id}")).await;
     alice.expect("error: conflict: ").await;
     bob.close().await;
@@ -308,7 +318,7 @@ async fn a_piped_session_runs_every_kind_of_command() {
         .await;
 
     // Groups.
-    alice.send("creategroup:rustaceans:all about rust").await;
+    alice.send("opengroup:rustaceans:all about rust").await;
     let line = alice.expect("ok: created group ").await;
     let group = number_after(&line, "group ");
     assert!(line.ends_with("\"rustaceans\""), "{line}");
@@ -407,6 +417,51 @@ async fn a_piped_session_runs_every_kind_of_command() {
     )
     .await;
 
+    // A closed group: alice invites bob, who is told.
+    alice.send("creategroup:inner circle").await;
+    let line = alice.expect("ok: created group ").await;
+    let inner = number_after(&line, "group ");
+    alice.send(&format!("invite:{inner}:{bob_id}")).await;
+    alice
+        .expect(&format!("ok: invited bob({bob_id}) into group {inner}"))
+        .await;
+    next_event(
+        &mut bob_events,
+        "group_invite",
+        |e| matches!(e, Event::GroupInvite(i) if i.group == inner && i.by.id == alice_id),
+    )
+    .await;
+
+    // A friend request alice sees and declines; then she blocks bob, whose messages are
+    // refused, and unblocks him.
+    bob.call_ok(&Request::AddFriend(UserRef { id: alice_id }))
+        .await
+        .expect("bob asks");
+    alice
+        .expect(&format!("[friend] bob({bob_id}) asks to be your friend"))
+        .await;
+    alice.send("requests").await;
+    alice
+        .expect("friend requests to you (1), answer with addfriend:ID or decline:ID:")
+        .await;
+    alice.send(&format!("decline:{bob_id}")).await;
+    alice
+        .expect(&format!("ok: declined bob({bob_id})'s friend request"))
+        .await;
+    alice.send(&format!("block:{bob_id}")).await;
+    alice.expect(&format!("ok: you block bob({bob_id})")).await;
+    let refused = bob.send(alice_id, "let me in").await;
+    assert_eq!(
+        refused.err().and_then(|e| e.code()),
+        Some(chat_proto::ErrorCode::Forbidden)
+    );
+    alice.send("blocked").await;
+    alice.expect("you block (1):").await;
+    alice.send(&format!("unblock:{bob_id}")).await;
+    alice
+        .expect(&format!("ok: you no longer block bob({bob_id})"))
+        .await;
+
     // The end of input quits cleanly, after the last reply.
     alice.send("help").await;
     let (status, rest) = alice.finish().await;
@@ -502,7 +557,7 @@ async fn the_menu_reads_its_answers_from_input_and_offline_messages_wait() {
     carol.expect("are you there?").await;
 
     // Joining and leaving a group through the client; what a member may not do.
-    dave.send("creategroup:book club").await;
+    dave.send("opengroup:book club").await;
     let line = dave.expect("ok: created group ").await;
     let group = number_after(&line, "group ");
     carol.send(&format!("joingroup:{group}")).await;

@@ -91,6 +91,10 @@ struct Args {
     /// Users who are admins whatever the store says (comma-separated names).
     #[arg(long, env = "CHATD_ADMINS", value_delimiter = ',')]
     admins: Vec<String>,
+    /// Whom `users` lists to a user who is not an admin: its online `friends`, or `all`
+    /// online users.
+    #[arg(long, env = "CHATD_LIST_USERS", default_value = "friends", value_parser = ["friends", "all"])]
+    list_users: String,
     /// Days a pending message waits for delivery before it is dropped from delivery (it
     /// stays in history).
     #[arg(long, env = "CHATD_PENDING_TTL_DAYS", default_value_t = 30.0)]
@@ -194,6 +198,7 @@ impl Args {
             auth_rate: self.auth_rate,
             auth_burst: self.auth_burst,
             admins: self.admins.clone(),
+            list_all_users: self.list_users == "all",
             pending_ttl: days(self.pending_ttl_days, "--pending-ttl-days")?,
             history_retention: self
                 .history_retention_days

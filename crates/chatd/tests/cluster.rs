@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use conn::{assert_msg, Conn};
+use conn::{assert_msg, befriend, Conn};
 use proxy::Proxy;
 use util::{Cluster, Services, DEAD_NODE_WAIT, WAIT};
 
@@ -77,7 +77,7 @@ async fn group_chat_across_nodes() {
     let (mut dave, dave_id) = cluster.user(1, "dave").await;
 
     let reply = alice
-        .ok(json!({"op": "create_group", "name": "crabs", "desc": "rust"}))
+        .ok(json!({"op": "create_group", "name": "crabs", "desc": "rust", "open": true}))
         .await;
     let group = reply["group"]["id"].as_i64().expect("group id");
     for member in [&mut bob, &mut carol, &mut dave] {
@@ -136,18 +136,19 @@ async fn presence_across_nodes() {
     let (mut bob, bob_id) = cluster.register(2, "bob").await;
 
     let reply = alice.ok(json!({"op": "add_friend", "id": bob_id})).await;
-    assert_eq!(reply["friend"]["online"], false, "{reply}");
+    assert_eq!(reply["requested"], true, "{reply}");
 
-    // bob logs in on n2: alice on n1 is told, and bob sees her online.
+    // bob logs in on n2 and accepts: alice on n1 is told, and bob sees her online.
     let (login, _) = bob.login("bob").await;
-    let friends = login["friends"].as_array().expect("friends");
-    assert_eq!(friends.len(), 1, "{login}");
-    assert_eq!(friends[0]["id"], alice_id, "{login}");
+    assert_eq!(login["friends"], json!([]), "{login}");
+    let reply = bob.ok(json!({"op": "add_friend", "id": alice_id})).await;
     assert_eq!(
-        friends[0]["online"], true,
-        "alice on n1 is online on n2: {login}"
+        reply["friend"]["online"], true,
+        "alice on n1 is online on n2: {reply}"
     );
-    alice.wait_presence(bob_id, true, WAIT).await;
+    let added = alice.wait_event("friend_added").await;
+    assert_eq!(added["friend"]["id"], bob_id, "{added}");
+    assert_eq!(added["friend"]["online"], true, "{added}");
     assert_eq!(alice.friends().await, vec![(bob_id, true)]);
     assert_eq!(alice.users().await, sorted(vec![alice_id, bob_id]));
     assert_eq!(bob.friends().await, vec![(alice_id, true)]);
@@ -155,11 +156,7 @@ async fn presence_across_nodes() {
 
     // A friend made across nodes is told at once, with the online state.
     let (mut carol, carol_id) = cluster.user(2, "carol").await;
-    let reply = alice.ok(json!({"op": "add_friend", "id": carol_id})).await;
-    assert_eq!(reply["friend"]["online"], true, "{reply}");
-    let added = carol.wait_event("friend_added").await;
-    assert_eq!(added["friend"]["id"], alice_id, "{added}");
-    assert_eq!(added["friend"]["online"], true, "{added}");
+    befriend(&mut carol, carol_id, &mut alice, alice_id).await;
 
     // bob logs out: offline for alice, in events, `friends` and `users`.
     bob.ok(json!({"op": "logout"})).await;
@@ -192,11 +189,9 @@ async fn presence_across_nodes() {
 async fn second_login_on_another_node_kicks_the_first() {
     let services = services!("second_login_on_another_node_kicks_the_first");
     let cluster = Cluster::start(&services, 3).await;
-    let (mut alice, alice_id) = cluster.register(1, "alice").await;
+    let (mut alice, alice_id) = cluster.user(1, "alice").await;
     let (mut bob, bob_id) = cluster.user(3, "bob").await;
-    bob.ok(json!({"op": "add_friend", "id": alice_id})).await;
-    alice.login("alice").await;
-    bob.wait_presence(alice_id, true, WAIT).await;
+    befriend(&mut bob, bob_id, &mut alice, alice_id).await;
 
     // A message the first session receives but does not ack.
     let unacked = bob.send_msg(alice_id, "did you get this?").await;
@@ -242,10 +237,8 @@ async fn second_login_on_another_node_kicks_the_first() {
 /// gone, once alice has been told that bob is offline.
 async fn kill_bobs_node(cluster: &mut Cluster) -> (Conn, i64, i64, i64, Vec<i64>) {
     let (mut alice, alice_id) = cluster.user(1, "alice").await;
-    let (mut bob, bob_id) = cluster.register(2, "bob").await;
-    alice.ok(json!({"op": "add_friend", "id": bob_id})).await;
-    bob.login("bob").await;
-    alice.wait_presence(bob_id, true, WAIT).await;
+    let (mut bob, bob_id) = cluster.user(2, "bob").await;
+    befriend(&mut alice, alice_id, &mut bob, bob_id).await;
     let seen = alice.send_msg(bob_id, "before").await;
     assert_msg(&bob.next_msg().await, seen, alice_id, "before");
     bob.ack(seen).await;
@@ -416,10 +409,13 @@ async fn the_cluster_rides_out_a_redis_outage() {
     let (mut alice, alice_id) = cluster.user(1, "alice").await;
     let (mut carol, carol_id) = cluster.user(1, "carol").await;
     let (mut bob, bob_id) = cluster.user(2, "bob").await;
-    alice.ok(json!({"op": "add_friend", "id": bob_id})).await;
-    bob.wait_event("friend_added").await;
+    let (mut mallory, _) = cluster.user(2, "mallory").await;
+    let mallory_id = mallory.ok(json!({"op": "whoami"})).await["user"]["id"].clone();
+    befriend(&mut alice, alice_id, &mut bob, bob_id).await;
 
     proxy.cut();
+    // A block made while Redis is away cannot be published to node 2.
+    alice.ok(json!({"op": "block", "id": mallory_id})).await;
     // On one node: delivered at once, Redis or not.
     let local = alice.send_msg(carol_id, "local, Redis down").await;
     assert_msg(
@@ -452,6 +448,13 @@ async fn the_cluster_rides_out_a_redis_outage() {
     alice.wait_presence(bob_id, false, WAIT).await;
     let after = alice.send_msg(bob_id, "after").await;
     assert!(after > across);
+    // Node 2 reloaded the blocks when it got Redis back: mallory is refused there too.
+    let refused = until_reply(&mut mallory, alice_id, |r| r["ok"] == false).await;
+    assert_eq!(
+        refused["error"],
+        json!({"code": "forbidden", "message": "refused"}),
+        "{refused}"
+    );
 }
 
 /// Issue 10: one conversation written from two nodes at once numbers its messages 1, 2,

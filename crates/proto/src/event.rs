@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Friend, Msg};
+use crate::types::{Friend, Invite, Msg, User};
 use crate::{ConvId, GroupId, Seq, UserId};
 
 /// Reasons carried by the `kicked` event.
@@ -57,8 +57,21 @@ pub enum Event {
         /// Milliseconds since the Unix epoch.
         ts: i64,
     },
-    /// The group's creator removed the user from a group.
+    /// The group's creator or an admin removed the user from a group.
     RemovedFromGroup { group: GroupId },
+    /// Someone asks the user to be friends (answer with `add_friend` or
+    /// `decline_friend`).
+    FriendRequest { from: User },
+    /// The user is invited into a group (answer with `join_group` or `decline_invite`).
+    GroupInvite(Invite),
+    /// Someone joined a group the user is in.
+    MemberJoined { group: GroupId, user: User },
+    /// Someone left a group the user is in, or was removed (`removed`).
+    MemberLeft {
+        group: GroupId,
+        user: UserId,
+        removed: bool,
+    },
     /// Every pending message has been sent after a login.
     Synced,
     /// `user` has read conversation `conv` up to `seq` (a read receipt).

@@ -48,10 +48,33 @@ pub struct UsersReply {
     pub users: Vec<User>,
 }
 
-/// `add_friend`.
+/// `add_friend`: `friend` when the two are friends now (the other had asked), or
+/// `requested` when a request went to the other user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FriendReply {
-    pub friend: Friend,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub friend: Option<Friend>,
+    #[serde(default)]
+    pub requested: bool,
+}
+
+/// `friend_requests`: requests to the caller, and the caller's own not yet answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FriendRequestsReply {
+    pub incoming: Vec<User>,
+    pub outgoing: Vec<User>,
+}
+
+/// `blocked`: whom the caller blocks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockedReply {
+    pub users: Vec<User>,
+}
+
+/// `invites`: the caller's invitations into groups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvitesReply {
+    pub invites: Vec<crate::types::Invite>,
 }
 
 /// `friends`.

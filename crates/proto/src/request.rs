@@ -80,6 +80,13 @@ pub struct CreateGroup {
     pub name: String,
     #[serde(default)]
     pub desc: String,
+    /// Anyone may join (default: only those invited by the creator or a group admin).
+    #[serde(default)]
+    pub open: bool,
+    /// New members see the messages from before they joined (default: only what comes
+    /// after their join).
+    #[serde(default)]
+    pub shared_history: bool,
 }
 
 /// Send a message to a group.
@@ -195,11 +202,21 @@ pub struct Shutdown {
     pub grace: Option<i64>,
 }
 
-/// A group's creator removes a member.
+/// A request naming a group and a user: `group_kick` (the creator or a group admin
+/// removes a member, who stays out until invited again), `group_invite`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupKick {
+pub struct GroupUser {
     pub group: GroupId,
     pub id: UserId,
+}
+
+/// The group's creator makes a member an admin of the group, or a member again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRole {
+    pub group: GroupId,
+    pub id: UserId,
+    /// `admin` or `member`.
+    pub role: crate::types::Role,
 }
 
 /// Every request of protocol version 1.
@@ -231,7 +248,16 @@ pub enum Request {
     Unmute(UserRef),
     Broadcast(Broadcast),
     Shutdown(Shutdown),
-    GroupKick(GroupKick),
+    GroupKick(GroupUser),
+    GroupInvite(GroupUser),
+    DeclineInvite(GroupRef),
+    Invites,
+    GroupRole(GroupRole),
+    DeclineFriend(UserRef),
+    FriendRequests,
+    Block(UserRef),
+    Unblock(UserRef),
+    Blocked,
     Conversations(Conversations),
     Read(Read),
     Typing(Typing),
@@ -268,6 +294,15 @@ impl Request {
             Request::Broadcast(_) => "broadcast",
             Request::Shutdown(_) => "shutdown",
             Request::GroupKick(_) => "group_kick",
+            Request::GroupInvite(_) => "group_invite",
+            Request::DeclineInvite(_) => "decline_invite",
+            Request::Invites => "invites",
+            Request::GroupRole(_) => "group_role",
+            Request::DeclineFriend(_) => "decline_friend",
+            Request::FriendRequests => "friend_requests",
+            Request::Block(_) => "block",
+            Request::Unblock(_) => "unblock",
+            Request::Blocked => "blocked",
             Request::Conversations(_) => "conversations",
             Request::Read(_) => "read",
             Request::Typing(_) => "typing",
@@ -388,6 +423,15 @@ pub fn parse(frame: &[u8]) -> Result<(Rid, Request), BadRequest> {
         "broadcast" => fields(frame).map(Request::Broadcast),
         "shutdown" => fields(frame).map(Request::Shutdown),
         "group_kick" => fields(frame).map(Request::GroupKick),
+        "group_invite" => fields(frame).map(Request::GroupInvite),
+        "decline_invite" => fields(frame).map(Request::DeclineInvite),
+        "invites" => Ok(Request::Invites),
+        "group_role" => fields(frame).map(Request::GroupRole),
+        "decline_friend" => fields(frame).map(Request::DeclineFriend),
+        "friend_requests" => Ok(Request::FriendRequests),
+        "block" => fields(frame).map(Request::Block),
+        "unblock" => fields(frame).map(Request::Unblock),
+        "blocked" => Ok(Request::Blocked),
         "conversations" => fields(frame).map(Request::Conversations),
         "read" => fields(frame).map(Request::Read),
         "typing" => fields(frame).map(Request::Typing),

@@ -25,6 +25,8 @@ pub struct Friend {
 pub enum Role {
     /// Made the group; the only one who may delete it.
     Creator,
+    /// Named by the creator: may invite and remove members.
+    Admin,
     /// Joined the group.
     Member,
 }
@@ -34,6 +36,7 @@ impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Creator => "creator",
+            Role::Admin => "admin",
             Role::Member => "member",
         }
     }
@@ -42,6 +45,7 @@ impl Role {
     pub fn parse(s: &str) -> Option<Role> {
         match s {
             "creator" => Some(Role::Creator),
+            "admin" => Some(Role::Admin),
             "member" => Some(Role::Member),
             _ => None,
         }
@@ -64,6 +68,22 @@ pub struct GroupBrief {
     pub name: String,
     pub desc: String,
     pub role: Role,
+    /// Anyone may join; otherwise by invitation only.
+    #[serde(default)]
+    pub open: bool,
+    /// New members see the history from before they joined.
+    #[serde(default)]
+    pub shared_history: bool,
+}
+
+/// An invitation into a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invite {
+    pub group: GroupId,
+    pub name: String,
+    pub desc: String,
+    /// Who invited.
+    pub by: User,
 }
 
 /// A group with its members, as in the login reply and the `groups` reply.
@@ -74,6 +94,12 @@ pub struct GroupInfo {
     pub desc: String,
     /// The caller's role.
     pub role: Role,
+    /// Anyone may join; otherwise by invitation only.
+    #[serde(default)]
+    pub open: bool,
+    /// New members see the history from before they joined.
+    #[serde(default)]
+    pub shared_history: bool,
     pub members: Vec<Member>,
 }
 

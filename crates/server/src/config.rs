@@ -136,6 +136,9 @@ pub struct Config {
     pub request_burst: f64,
     /// Users who are admins whatever the store says (`--admins`).
     pub admins: Vec<String>,
+    /// `users` lists everyone online to everyone (`--list-users all`); by default a user
+    /// sees only its online friends (an admin, everyone).
+    pub list_all_users: bool,
     /// A pending message not delivered within this long is dropped from delivery (it
     /// stays in history).
     pub pending_ttl: Duration,
@@ -168,6 +171,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(10),
             max_connections: 100_000,
             admins: Vec::new(),
+            list_all_users: false,
             pending_ttl: Duration::from_secs(30 * 24 * 3600),
             history_retention: None,
             purge_every: Duration::from_secs(60),

@@ -15,10 +15,12 @@
 //! - [`store`]: storage behind one interface; SQLite is the embedded implementation.
 //! - [`limits`]: rate limits, per connection and per source address.
 //! - [`mutes`]: who is muted, checked on every send without a read.
+//! - [`blocks`]: who blocks whom, checked on every one-to-one send without a read.
 //! - [`password`]: argon2id hashing and session tokens.
 //! - [`tls`]: TLS on the listener (rustls).
 //! - [`config`], [`error`], [`state`]: settings, op errors, shared state.
 
+pub mod blocks;
 pub mod bus;
 pub(crate) mod classic;
 pub mod cluster;

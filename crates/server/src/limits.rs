@@ -1,12 +1,20 @@
-//! Rate limits: a token bucket per connection for requests, and one per source address
-//! for registrations and password logins (so that guessing passwords is slow).
+//! Rate limits: a token bucket per connection for requests, one per source address for
+//! registrations and password logins (so that guessing passwords is slow), and one per
+//! account for logins of any kind (so that a login/logout loop cannot flood friends with
+//! presence events).
 
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::time::Instant;
+
+/// Logins per account: a burst of this many, then [`LOGINS_PER_USER_RATE`] a second.
+pub const LOGINS_PER_USER_BURST: f64 = 20.0;
+/// Logins per account and second, after the burst.
+pub const LOGINS_PER_USER_RATE: f64 = 1.0;
 
 /// How many times its allowed rate a connection may keep sending, refused, before it is
 /// closed.
@@ -86,21 +94,24 @@ impl RequestLimit {
 }
 
 /// Token buckets by source address, for registrations and password logins.
+pub type AddressLimits = KeyedLimits<IpAddr>;
+
+/// Token buckets by key: a source address, or an account (logins per user).
 #[derive(Debug)]
-pub struct AddressLimits {
+pub struct KeyedLimits<K: Hash + Eq> {
     rate: f64,
     burst: f64,
-    buckets: DashMap<IpAddr, TokenBucket>,
+    buckets: DashMap<K, TokenBucket>,
     /// When idle buckets were last swept out.
     swept: Mutex<Instant>,
 }
 
-/// How often buckets of addresses gone quiet are dropped.
+/// How often buckets of keys gone quiet are dropped.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
-impl AddressLimits {
-    pub fn new(rate: f64, burst: f64) -> AddressLimits {
-        AddressLimits {
+impl<K: Hash + Eq> KeyedLimits<K> {
+    pub fn new(rate: f64, burst: f64) -> KeyedLimits<K> {
+        KeyedLimits {
             rate,
             burst,
             buckets: DashMap::new(),
@@ -108,17 +119,17 @@ impl AddressLimits {
         }
     }
 
-    /// Takes a token for `addr`; false when it has used up its attempts for now.
-    pub fn take(&self, addr: IpAddr) -> bool {
+    /// Takes a token for `key`; false when it has used up its attempts for now.
+    pub fn take(&self, key: K) -> bool {
         self.sweep();
         self.buckets
-            .entry(addr)
+            .entry(key)
             .or_insert_with(|| TokenBucket::new(self.rate, self.burst))
             .take()
     }
 
-    /// Drops the buckets that have refilled (their addresses have been quiet), so that the
-    /// map does not grow with every address ever seen.
+    /// Drops the buckets that have refilled (their keys have been quiet), so that the
+    /// map does not grow with every key ever seen.
     fn sweep(&self) {
         let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
         if swept.elapsed() < SWEEP_EVERY {

@@ -8,11 +8,12 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::blocks::Blocks;
 use crate::bus::local::LocalBus;
 use crate::bus::Bus;
 use crate::config::{Config, Db};
 use crate::hub::Hub;
-use crate::limits::AddressLimits;
+use crate::limits::{AddressLimits, KeyedLimits};
 use crate::mutes::Mutes;
 use crate::password::Passwords;
 use crate::state::{Ctx, StopSwitch};
@@ -97,6 +98,12 @@ pub async fn run(
             .await
             .map_err(|e| ServerError::Store(e.to_string()))?,
     );
+    let blocks = Blocks::new(
+        store
+            .blocks()
+            .await
+            .map_err(|e| ServerError::Store(e.to_string()))?,
+    );
     let hub = Hub::new();
     let cluster_stop = CancellationToken::new();
     let (bus, commits): (Arc<dyn Bus>, _) = match &config.cluster {
@@ -106,6 +113,7 @@ pub async fn run(
                 store.clone(),
                 hub.clone(),
                 mutes.clone(),
+                blocks.clone(),
                 commits,
                 cluster_stop.clone(),
             )
@@ -121,7 +129,12 @@ pub async fn run(
         hub,
         passwords,
         auth_limits: AddressLimits::new(config.auth_rate, config.auth_burst),
+        login_limits: KeyedLimits::new(
+            crate::limits::LOGINS_PER_USER_RATE,
+            crate::limits::LOGINS_PER_USER_BURST,
+        ),
         mutes,
+        blocks,
         stop: StopSwitch::default(),
         trust_order: config.cluster.is_none(),
     });

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
+use crate::blocks::Blocks;
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::limits::AddressLimits;
+use crate::limits::{AddressLimits, KeyedLimits};
 use crate::mutes::Mutes;
 use crate::password::Passwords;
 use crate::store::Store;
@@ -20,8 +21,12 @@ pub struct Ctx {
     pub passwords: Passwords,
     /// Registrations and password logins by source address.
     pub auth_limits: AddressLimits,
+    /// Logins of any kind by account.
+    pub login_limits: KeyedLimits<chat_proto::UserId>,
     /// Who is muted, until when.
     pub mutes: Mutes,
+    /// Who blocks whom.
+    pub blocks: Blocks,
     /// Asks the server to shut down (the `shutdown` op).
     pub stop: StopSwitch,
     /// Live messages reach this node's sessions in commit order after the login replay

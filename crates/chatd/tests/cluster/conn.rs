@@ -279,3 +279,18 @@ pub(crate) fn assert_msg(event: &Value, id: i64, from: i64, text: &str) {
     assert_eq!(event["from"], from, "{event}");
     assert_eq!(event["text"], text, "{event}");
 }
+
+/// Makes two logged-in users friends: `a` asks, `b` sees the request (on whatever node)
+/// and accepts, `a` is told.
+pub(crate) async fn befriend(a: &mut Conn, a_id: i64, b: &mut Conn, b_id: i64) {
+    let reply = a.ok(json!({"op": "add_friend", "id": b_id})).await;
+    assert_eq!(reply["requested"], true, "{reply}");
+    let request = b.wait_event("friend_request").await;
+    assert_eq!(request["from"]["id"], a_id, "{request}");
+    let reply = b.ok(json!({"op": "add_friend", "id": a_id})).await;
+    assert_eq!(reply["friend"]["id"], a_id, "{reply}");
+    assert_eq!(reply["friend"]["online"], true, "{reply}");
+    let added = a.wait_event("friend_added").await;
+    assert_eq!(added["friend"]["id"], b_id, "{added}");
+    assert_eq!(added["friend"]["online"], true, "{added}");
+}

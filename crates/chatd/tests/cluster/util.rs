@@ -246,6 +246,9 @@ impl Cluster {
             // The user named `root` is an admin on every node (the admin tests use it).
             .args(["--admins", "root"])
             .args(["--shutdown-grace", "1"])
+            // `users` lists everyone online (not only friends): the tests read the
+            // presence replica of every node through it.
+            .args(["--list-users", "all"])
             .env("RUST_LOG", "info")
             .env_remove("CHATD_LISTEN")
             .stdin(Stdio::null())

@@ -46,4 +46,8 @@ pub trait Bus: Send + Sync + 'static {
     /// Tells the other nodes that `user` is muted until `until_ms` (0: not muted); this
     /// node has noted it already.
     fn muted(&self, _user: UserId, _until_ms: i64) {}
+
+    /// Tells the other nodes that `user` blocks `other` (`on`) or no longer does; this
+    /// node has noted it already.
+    fn blocked(&self, _user: UserId, _other: UserId, _on: bool) {}
 }

@@ -62,6 +62,13 @@ pub enum ClusterEvent {
         user: UserId,
         until: i64,
     },
+    /// `user` blocks `other` (`on`), or no longer does.
+    Blocked {
+        node: String,
+        user: UserId,
+        other: UserId,
+        on: bool,
+    },
 }
 
 /// What the publisher task does, in order.
@@ -182,6 +189,15 @@ impl Bus for RedisBus {
             node: self.node.to_string(),
             user,
             until: until_ms,
+        }));
+    }
+
+    fn blocked(&self, user: UserId, other: UserId, on: bool) {
+        self.send(Outgoing::Event(ClusterEvent::Blocked {
+            node: self.node.to_string(),
+            user,
+            other,
+            on,
         }));
     }
 

@@ -97,6 +97,9 @@ pub(crate) fn parse(frame: &[u8], logged_in: bool) -> Result<Request, Dropped> {
         msgid::CREATE_GROUP => Request::CreateGroup(request::CreateGroup {
             name: text("groupname")?,
             desc: text("groupdesc").unwrap_or_default(),
+            // The classic protocol joins by id and has no invitations.
+            open: true,
+            shared_history: false,
         }),
         msgid::ADD_GROUP => Request::JoinGroup(request::GroupRef {
             group: int("groupid")?,
@@ -207,7 +210,7 @@ fn member_text(member: &Member) -> String {
         name: &member.name,
         role: match member.role {
             Role::Creator => "creator",
-            Role::Member => "normal",
+            Role::Admin | Role::Member => "normal",
         },
         state: state(member.online),
     })
@@ -297,7 +300,9 @@ mod tests {
             parse(br#"{"msgid":8,"id":1,"groupname":"g"}"#, true),
             Ok(Request::CreateGroup(request::CreateGroup {
                 name: "g".into(),
-                desc: String::new()
+                desc: String::new(),
+                open: true,
+                shared_history: false,
             }))
         );
     }

@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::blocks::Blocks;
 use crate::bus::redis::{ClusterEvent, Outgoing, RedisBus};
 use crate::bus::Bus;
 use crate::config::Cluster;
@@ -76,6 +77,7 @@ struct Node {
     bus: Arc<RedisBus>,
     out: mpsc::Sender<Outgoing>,
     mutes: Mutes,
+    blocks: Blocks,
     channels: Arc<Channels>,
     /// When each other node was last heard from.
     seen: Mutex<HashMap<String, Instant>>,
@@ -89,6 +91,7 @@ pub async fn start(
     store: Arc<dyn Store>,
     hub: Hub,
     mutes: Mutes,
+    blocks: Blocks,
     commits: CommitLog,
     stop: CancellationToken,
 ) -> Result<(Arc<dyn Bus>, CommitLog), ServerError> {
@@ -112,6 +115,7 @@ pub async fn start(
         bus: bus.clone(),
         out: out_tx.clone(),
         mutes,
+        blocks,
         channels: channels.clone(),
         seen: Mutex::new(HashMap::new()),
     });
@@ -324,6 +328,11 @@ async fn subscribe(
                 return;
             }
             node.hub.deliver_all(&Frame::catch_up());
+            // Blocks changed on other nodes meanwhile were published, not received.
+            match node.store.blocks().await {
+                Ok(pairs) => node.blocks.replace(pairs),
+                Err(e) => tracing::warn!(error = %e, "cluster: cannot reload blocks"),
+            }
         }
         first = false;
         // Subscribed first, then read the hash: no presence change falls between.
@@ -570,6 +579,17 @@ impl Node {
                 if node != *self.id {
                     self.heard(&node);
                     self.mutes.set(user, until);
+                }
+            }
+            ClusterEvent::Blocked {
+                node,
+                user,
+                other,
+                on,
+            } => {
+                if node != *self.id {
+                    self.heard(&node);
+                    self.blocks.set(user, other, on);
                 }
             }
         }

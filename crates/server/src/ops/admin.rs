@@ -1,12 +1,13 @@
 //! Administration: `kick`, `mute`, `unmute`, `broadcast`, `shutdown` (admins only), and
-//! `group_kick` (a group's creator). A user is an admin only because the operator made
+//! `group_kick` (a group's creator or admins; the removed member stays out until
+//! invited again). A user is an admin only because the operator made
 //! it one (`chatd admin grant NAME`, or `--admins`); no op lets a user raise itself.
 //! Every admin action is logged with who did it.
 
 use std::time::Duration;
 
 use chat_proto::reply::{ok_frame, Empty, MuteReply};
-use chat_proto::request::{Broadcast, GroupKick, Kick, Mute, Rid, Shutdown, UserRef};
+use chat_proto::request::{Broadcast, GroupUser, Kick, Mute, Rid, Shutdown, UserRef};
 use chat_proto::Event;
 use tokio::io::AsyncWrite;
 
@@ -21,7 +22,9 @@ use crate::session::Session;
 const MAX_MUTE_SECS: i64 = 365 * 24 * 3600;
 
 /// Refuses anyone who is not an admin.
-async fn admin<W: AsyncWrite + Unpin, D: Dialect>(s: &Session<W, D>) -> Result<(), OpError> {
+pub(crate) async fn admin<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &Session<W, D>,
+) -> Result<(), OpError> {
     let me = s.user()?;
     if s.ctx.config.admins.contains(&me.name) || s.ctx.store.is_admin(me.id).await? {
         Ok(())
@@ -125,7 +128,7 @@ pub(crate) async fn shutdown<W: AsyncWrite + Unpin, D: Dialect>(
 pub(crate) async fn group_kick<W: AsyncWrite + Unpin, D: Dialect>(
     s: &mut Session<W, D>,
     rid: &Rid,
-    req: GroupKick,
+    req: GroupUser,
 ) -> OpResult {
     let me = s.user()?.id;
     if req.id == me {
@@ -142,5 +145,11 @@ pub(crate) async fn group_kick<W: AsyncWrite + Unpin, D: Dialect>(
     );
     let event = Event::RemovedFromGroup { group: req.group };
     s.ctx.bus.publish(&[req.id], Frame::event(&event));
+    let event = Event::MemberLeft {
+        group: req.group,
+        user: req.id,
+        removed: true,
+    };
+    super::groups::tell_members(&s.ctx, req.group, req.id, &event).await;
     Ok(ok_frame(rid, &Empty {}))
 }

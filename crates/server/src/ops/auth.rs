@@ -97,6 +97,13 @@ pub(crate) async fn login<W: AsyncWrite + Unpin, D: Dialect>(
             ))
         }
     };
+    if !s.ctx.login_limits.take(user.id) {
+        tracing::info!(user = user.id, "too many logins for one account");
+        return Err(OpError::new(
+            chat_proto::ErrorCode::RateLimited,
+            "too many logins for this account; wait a little",
+        ));
+    }
     // A login on a logged-in connection ends the current login first.
     s.end_login().await;
     // One read for everything the reply needs. Pending messages are read after the

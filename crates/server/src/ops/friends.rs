@@ -1,8 +1,15 @@
-//! `add_friend`, `remove_friend`, `friends`, and presence announcements to friends.
+//! Friends with consent: `add_friend` (a request, or the answer to one), `decline_friend`,
+//! `friend_requests`, `remove_friend`, `friends`; blocking: `block`, `unblock`, `blocked`;
+//! and presence announcements to friends.
+//!
+//! Friendship shows a user's presence to the other, so it takes both: `add_friend` asks,
+//! and the other's `add_friend` accepts. A block ends a friendship and any request both
+//! ways, and refuses the blocked user's messages and requests with a plain `forbidden`
+//! ("refused") that does not say why.
 
-use chat_proto::reply::{ok_frame, Empty, FriendReply, FriendsReply};
+use chat_proto::reply::{ok_frame, BlockedReply, Empty, FriendReply, FriendRequestsReply};
 use chat_proto::request::{Rid, UserRef};
-use chat_proto::types::Friend;
+use chat_proto::types::{Friend, User};
 use chat_proto::{Event, UserId};
 use tokio::io::AsyncWrite;
 
@@ -11,6 +18,7 @@ use crate::error::{OpError, OpResult};
 use crate::hub::Frame;
 use crate::session::Session;
 use crate::state::Ctx;
+use crate::store::Befriended;
 
 pub(crate) async fn add_friend<W: AsyncWrite + Unpin, D: Dialect>(
     s: &mut Session<W, D>,
@@ -21,22 +29,43 @@ pub(crate) async fn add_friend<W: AsyncWrite + Unpin, D: Dialect>(
     if req.id == me.id {
         return Err(OpError::bad_request("you cannot befriend yourself"));
     }
-    let other = s.ctx.store.add_friend(me.id, req.id).await?;
-    friends_changed(s);
-    let event = Event::FriendAdded {
-        friend: Friend {
-            id: me.id,
-            name: me.name,
-            online: true,
-        },
-    };
-    s.ctx.bus.publish(&[other.id], Frame::event(&event));
-    let friend = Friend {
-        online: s.ctx.hub.is_online(other.id),
-        id: other.id,
-        name: other.name,
-    };
-    Ok(ok_frame(rid, &FriendReply { friend }))
+    match s.ctx.store.add_friend(me.id, req.id).await? {
+        Befriended::Friends(other) => {
+            friends_changed(s);
+            let event = Event::FriendAdded {
+                friend: Friend {
+                    id: me.id,
+                    name: me.name,
+                    online: true,
+                },
+            };
+            s.ctx.bus.publish(&[other.id], Frame::event(&event));
+            let friend = Friend {
+                online: s.ctx.hub.is_online(other.id),
+                id: other.id,
+                name: other.name,
+            };
+            let reply = FriendReply {
+                friend: Some(friend),
+                requested: false,
+            };
+            Ok(ok_frame(rid, &reply))
+        }
+        Befriended::Requested(other) => {
+            let event = Event::FriendRequest {
+                from: User {
+                    id: me.id,
+                    name: me.name,
+                },
+            };
+            s.ctx.bus.publish(&[other.id], Frame::event(&event));
+            let reply = FriendReply {
+                friend: None,
+                requested: true,
+            };
+            Ok(ok_frame(rid, &reply))
+        }
+    }
 }
 
 pub(crate) async fn remove_friend<W: AsyncWrite + Unpin, D: Dialect>(
@@ -50,6 +79,25 @@ pub(crate) async fn remove_friend<W: AsyncWrite + Unpin, D: Dialect>(
     let event = Event::FriendRemoved { user: me };
     s.ctx.bus.publish(&[req.id], Frame::event(&event));
     Ok(ok_frame(rid, &Empty {}))
+}
+
+pub(crate) async fn decline_friend<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
+    rid: &Rid,
+    req: UserRef,
+) -> OpResult {
+    let me = s.user()?.id;
+    s.ctx.store.decline_friend(me, req.id).await?;
+    Ok(ok_frame(rid, &Empty {}))
+}
+
+pub(crate) async fn friend_requests<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
+    rid: &Rid,
+) -> OpResult {
+    let me = s.user()?.id;
+    let (incoming, outgoing) = s.ctx.store.friend_requests(me).await?;
+    Ok(ok_frame(rid, &FriendRequestsReply { incoming, outgoing }))
 }
 
 pub(crate) async fn friends<W: AsyncWrite + Unpin, D: Dialect>(
@@ -69,7 +117,63 @@ pub(crate) async fn friends<W: AsyncWrite + Unpin, D: Dialect>(
             name: f.name,
         })
         .collect();
-    Ok(ok_frame(rid, &FriendsReply { friends }))
+    Ok(ok_frame(rid, &chat_proto::reply::FriendsReply { friends }))
+}
+
+pub(crate) async fn block<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
+    rid: &Rid,
+    req: UserRef,
+) -> OpResult {
+    let me = s.user()?.id;
+    if req.id == me {
+        return Err(OpError::bad_request("you cannot block yourself"));
+    }
+    let were_friends = s.ctx.store.block(me, req.id).await?;
+    s.ctx.blocks.set(me, req.id, true);
+    s.ctx.bus.blocked(me, req.id, true);
+    if were_friends {
+        friends_changed(s);
+        // As a removal: the blocked user learns no more than that.
+        let event = Event::FriendRemoved { user: me };
+        s.ctx.bus.publish(&[req.id], Frame::event(&event));
+    }
+    tracing::info!(user = me, "block");
+    Ok(ok_frame(rid, &Empty {}))
+}
+
+pub(crate) async fn unblock<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
+    rid: &Rid,
+    req: UserRef,
+) -> OpResult {
+    let me = s.user()?.id;
+    s.ctx.store.unblock(me, req.id).await?;
+    s.ctx.blocks.set(me, req.id, false);
+    s.ctx.bus.blocked(me, req.id, false);
+    Ok(ok_frame(rid, &Empty {}))
+}
+
+pub(crate) async fn blocked<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
+    rid: &Rid,
+) -> OpResult {
+    let me = s.user()?.id;
+    let users = s.ctx.store.blocked(me).await?;
+    Ok(ok_frame(rid, &BlockedReply { users }))
+}
+
+/// Refuses what `from` sends to `to` when either blocks the other.
+pub(crate) fn check_not_blocked(ctx: &Ctx, from: UserId, to: UserId) -> Result<(), OpError> {
+    if ctx.blocks.refuses(to, from) {
+        return Err(OpError::forbidden("refused"));
+    }
+    if ctx.blocks.refuses(from, to) {
+        return Err(OpError::forbidden(
+            "you block this user; unblock them first",
+        ));
+    }
+    Ok(())
 }
 
 /// Tells `user`'s friends that it came online or went offline.

@@ -1,9 +1,15 @@
-//! `create_group`, `join_group`, `leave_group`, `delete_group`, `groups`, `group_members`.
+//! `create_group`, `join_group`, `leave_group`, `delete_group`, `groups`, `group_members`,
+//! and who may come in: `group_invite`, `decline_invite`, `invites`, `group_role`.
+//!
+//! A group is closed unless its creator opens it: only those invited by the creator or
+//! one of the group's admins may join, and a removed member stays out until invited
+//! again. A new member sees the history from its join on, unless the group shares its
+//! history. Members are told when someone joins or leaves.
 
-use chat_proto::reply::{ok_frame, Empty, GroupReply, GroupsReply, MembersReply};
-use chat_proto::request::{CreateGroup, GroupRef, Rid};
-use chat_proto::types::{GroupBrief, GroupInfo, Role};
-use chat_proto::Event;
+use chat_proto::reply::{ok_frame, Empty, GroupReply, GroupsReply, InvitesReply, MembersReply};
+use chat_proto::request::{CreateGroup, GroupRef, GroupRole, GroupUser, Rid};
+use chat_proto::types::{GroupBrief, GroupInfo, Invite, Role, User};
+use chat_proto::{Event, GroupId, UserId};
 use tokio::io::AsyncWrite;
 
 use super::auth::member;
@@ -12,7 +18,8 @@ use crate::dialect::Dialect;
 use crate::error::{OpError, OpResult};
 use crate::hub::{Frame, Hub};
 use crate::session::Session;
-use crate::store::{GroupRow, GroupWithMembers};
+use crate::state::Ctx;
+use crate::store::{GroupRow, GroupSettings, GroupWithMembers};
 
 /// The longest group description, in characters.
 const MAX_DESC: usize = 256;
@@ -23,6 +30,8 @@ fn brief(group: GroupRow, role: Role) -> GroupBrief {
         name: group.name,
         desc: group.desc,
         role,
+        open: group.settings.open,
+        shared_history: group.settings.shared_history,
     }
 }
 
@@ -33,6 +42,8 @@ pub(crate) fn group_info(hub: &Hub, g: GroupWithMembers) -> GroupInfo {
         name: g.group.name,
         desc: g.group.desc,
         role: g.role,
+        open: g.group.settings.open,
+        shared_history: g.group.settings.shared_history,
         members: g
             .members
             .into_iter()
@@ -49,7 +60,15 @@ pub(crate) async fn create_group<W: AsyncWrite + Unpin, D: Dialect>(
     let me = s.user()?.id;
     check_name("group name", &req.name)?;
     check_len("desc", &req.desc, 0, MAX_DESC)?;
-    let group = s.ctx.store.create_group(me, &req.name, &req.desc).await?;
+    let settings = GroupSettings {
+        open: req.open,
+        shared_history: req.shared_history,
+    };
+    let group = s
+        .ctx
+        .store
+        .create_group(me, &req.name, &req.desc, settings)
+        .await?;
     s.ctx.bus.listen(me, &[group.id]).await;
     let group = brief(group, Role::Creator);
     Ok(ok_frame(rid, &GroupReply { group }))
@@ -60,14 +79,22 @@ pub(crate) async fn join_group<W: AsyncWrite + Unpin, D: Dialect>(
     rid: &Rid,
     req: GroupRef,
 ) -> OpResult {
-    let me = s.user()?.id;
-    let group = s.ctx.store.join_group(req.group, me).await?;
+    let me = s.user()?.clone();
+    let group = s.ctx.store.join_group(req.group, me.id).await?;
     // In a cluster: listen to the group's channel, then read what it committed between
     // the join and the listening (one node delivers in commit order: nothing to read).
-    s.ctx.bus.listen(me, &[group.id]).await;
+    s.ctx.bus.listen(me.id, &[group.id]).await;
     if !s.ctx.trust_order {
         s.needs_catch_up = true;
     }
+    let event = Event::MemberJoined {
+        group: group.id,
+        user: User {
+            id: me.id,
+            name: me.name,
+        },
+    };
+    tell_members(&s.ctx, group.id, me.id, &event).await;
     let group = brief(group, Role::Member);
     Ok(ok_frame(rid, &GroupReply { group }))
 }
@@ -79,6 +106,12 @@ pub(crate) async fn leave_group<W: AsyncWrite + Unpin, D: Dialect>(
 ) -> OpResult {
     let me = s.user()?.id;
     s.ctx.store.leave_group(req.group, me).await?;
+    let event = Event::MemberLeft {
+        group: req.group,
+        user: me,
+        removed: false,
+    };
+    tell_members(&s.ctx, req.group, me, &event).await;
     Ok(ok_frame(rid, &Empty {}))
 }
 
@@ -127,4 +160,92 @@ pub(crate) async fn group_members<W: AsyncWrite + Unpin, D: Dialect>(
         .map(|(user, role)| member(&s.ctx.hub, user, role))
         .collect();
     Ok(ok_frame(rid, &MembersReply { members }))
+}
+
+pub(crate) async fn group_invite<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
+    rid: &Rid,
+    req: GroupUser,
+) -> OpResult {
+    let me = s.user()?.clone();
+    if req.id == me.id {
+        return Err(OpError::bad_request("you cannot invite yourself"));
+    }
+    let group = s.ctx.store.group_invite(req.group, me.id, req.id).await?;
+    let invite = Invite {
+        group: group.id,
+        name: group.name,
+        desc: group.desc,
+        by: User {
+            id: me.id,
+            name: me.name,
+        },
+    };
+    s.ctx
+        .bus
+        .publish(&[req.id], Frame::event(&Event::GroupInvite(invite)));
+    tracing::info!(by = me.id, group = req.group, user = req.id, "group_invite");
+    Ok(ok_frame(rid, &Empty {}))
+}
+
+pub(crate) async fn decline_invite<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
+    rid: &Rid,
+    req: GroupRef,
+) -> OpResult {
+    let me = s.user()?.id;
+    s.ctx.store.decline_invite(req.group, me).await?;
+    Ok(ok_frame(rid, &Empty {}))
+}
+
+pub(crate) async fn invites<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
+    rid: &Rid,
+) -> OpResult {
+    let me = s.user()?.id;
+    let invites = s.ctx.store.invites(me).await?;
+    Ok(ok_frame(rid, &InvitesReply { invites }))
+}
+
+pub(crate) async fn group_role<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
+    rid: &Rid,
+    req: GroupRole,
+) -> OpResult {
+    let me = s.user()?.id;
+    if req.role == Role::Creator {
+        return Err(OpError::bad_request(
+            "group_role: role is `admin` or `member`",
+        ));
+    }
+    s.ctx
+        .store
+        .set_group_role(req.group, me, req.id, req.role)
+        .await?;
+    tracing::info!(
+        creator = me,
+        group = req.group,
+        user = req.id,
+        role = req.role.as_str(),
+        "group_role"
+    );
+    Ok(ok_frame(rid, &Empty {}))
+}
+
+/// Sends `event` to the group's members but `except`.
+pub(crate) async fn tell_members(ctx: &Ctx, group: GroupId, except: UserId, event: &Event) {
+    match ctx.store.group_member_ids(group).await {
+        Ok(members) => {
+            let to: Vec<UserId> = members
+                .into_iter()
+                .map(|(user, _)| user)
+                .filter(|user| *user != except)
+                .collect();
+            if !to.is_empty() {
+                ctx.bus.publish(&to, Frame::event(event));
+            }
+        }
+        // The change is committed; only the notice is lost.
+        Err(e) => tracing::warn!(group, error = %e, "could not tell a group's members"),
+    }
 }

@@ -29,6 +29,7 @@ pub(crate) async fn send<W: AsyncWrite + Unpin, D: Dialect>(
             "you cannot send a message to yourself",
         ));
     }
+    super::friends::check_not_blocked(&s.ctx, me.id, req.to)?;
     check_cmid(req.cmid.as_deref())?;
     let msg = (s.ctx.store)
         .send(me, req.to, &req.text, req.cmid.as_deref())

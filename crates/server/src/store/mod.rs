@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chat_proto::types::{ConvPos, ConvSummary, Msg, Role, User};
+use chat_proto::types::{ConvPos, ConvSummary, Invite, Msg, Role, User};
 use chat_proto::{ConvId, GroupId, MsgId, Seq, UserId};
 use tokio::sync::mpsc;
 
@@ -58,6 +58,25 @@ pub struct GroupRow {
     pub id: GroupId,
     pub name: String,
     pub desc: String,
+    pub settings: GroupSettings,
+}
+
+/// Who may join a group, and what a new member sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GroupSettings {
+    /// Anyone may join (else only those invited).
+    pub open: bool,
+    /// New members see the history from before their join.
+    pub shared_history: bool,
+}
+
+/// What `add_friend` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Befriended {
+    /// The other user had asked: the two are friends now.
+    Friends(User),
+    /// A request went to the other user.
+    Requested(User),
 }
 
 /// A group with the caller's role and every member.
@@ -202,16 +221,59 @@ pub trait Store: Send + Sync + 'static {
     async fn token_user(&self, token_hash: &[u8], now_ms: i64) -> StoreResult<Option<User>>;
     async fn delete_token(&self, token_hash: &[u8]) -> StoreResult<()>;
 
-    /// Makes two users friends of each other; `NotFound`, `Conflict`.
-    async fn add_friend(&self, user: UserId, friend: UserId) -> StoreResult<User>;
-    /// Ends a friendship both ways; `NotFound` if there was none.
+    /// Asks `friend` to be friends, or accepts its request if it made one; `NotFound`,
+    /// `Conflict` (already friends, or already asked), `Forbidden` (either blocks the
+    /// other).
+    async fn add_friend(&self, user: UserId, friend: UserId) -> StoreResult<Befriended>;
+    /// Ends a friendship both ways, or withdraws the user's request to `friend`;
+    /// `NotFound` if there was neither.
     async fn remove_friend(&self, user: UserId, friend: UserId) -> StoreResult<()>;
+    /// Declines `from`'s request; `NotFound` if there is none.
+    async fn decline_friend(&self, user: UserId, from: UserId) -> StoreResult<()>;
+    /// Requests to the user, and the user's own not answered yet (each oldest first).
+    async fn friend_requests(&self, user: UserId) -> StoreResult<(Vec<User>, Vec<User>)>;
+    /// `user` blocks `other`: ends their friendship and requests both ways. Returns
+    /// whether they were friends. `NotFound`, `Conflict` (already blocked).
+    async fn block(&self, user: UserId, other: UserId) -> StoreResult<bool>;
+    /// `NotFound` if `user` does not block `other`.
+    async fn unblock(&self, user: UserId, other: UserId) -> StoreResult<()>;
+    /// Whom the user blocks.
+    async fn blocked(&self, user: UserId) -> StoreResult<Vec<User>>;
+    /// Every block, as (who blocks, whom): loaded into memory at start.
+    async fn blocks(&self) -> StoreResult<Vec<(UserId, UserId)>>;
     async fn friend_ids(&self, user: UserId) -> StoreResult<Vec<UserId>>;
     async fn friends(&self, user: UserId) -> StoreResult<Vec<User>>;
 
-    async fn create_group(&self, creator: UserId, name: &str, desc: &str) -> StoreResult<GroupRow>;
-    /// `NotFound`, `Conflict` (already a member).
+    async fn create_group(
+        &self,
+        creator: UserId,
+        name: &str,
+        desc: &str,
+        settings: GroupSettings,
+    ) -> StoreResult<GroupRow>;
+    /// Joins an open group the user was not removed from, or any group the user is
+    /// invited into (the invitation is used up). `NotFound` (no such group, or closed to
+    /// the user: the same answer, so that closed groups cannot be told from none),
+    /// `Conflict` (already a member).
     async fn join_group(&self, group: GroupId, user: UserId) -> StoreResult<GroupRow>;
+    /// Invites `user` into the group (by its creator or an admin of it); lifts a removal.
+    /// `NotFound`, `Forbidden` (not allowed to invite, or the user blocks the inviter),
+    /// `Conflict` (already a member).
+    async fn group_invite(&self, group: GroupId, by: UserId, user: UserId)
+        -> StoreResult<GroupRow>;
+    /// `NotFound` if the user has no invitation into the group.
+    async fn decline_invite(&self, group: GroupId, user: UserId) -> StoreResult<()>;
+    /// The user's invitations, oldest first.
+    async fn invites(&self, user: UserId) -> StoreResult<Vec<Invite>>;
+    /// The creator makes a member an admin of the group, or a member again;
+    /// `NotFound`, `Forbidden`.
+    async fn set_group_role(
+        &self,
+        group: GroupId,
+        by: UserId,
+        user: UserId,
+        role: Role,
+    ) -> StoreResult<()>;
     /// `NotFound`, `Forbidden` (not a member, or the creator).
     async fn leave_group(&self, group: GroupId, user: UserId) -> StoreResult<()>;
     /// Deletes a group and returns who was in it; `NotFound`, `Forbidden` (not the creator).
@@ -310,8 +372,9 @@ pub trait Store: Send + Sync + 'static {
     async fn set_muted_until(&self, user: UserId, until_ms: i64) -> StoreResult<()>;
     /// Users muted past `now_ms`, with the end of their mute.
     async fn mutes(&self, now_ms: i64) -> StoreResult<Vec<(UserId, i64)>>;
-    /// A group's creator `by` removes `member`; `NotFound`, `Forbidden` (not the creator,
-    /// or not a member). Announced on the commit log as the member leaving.
+    /// A group's creator or admin `by` removes `member` (an admin only members), who
+    /// stays out until invited again; `NotFound`, `Forbidden`. Announced on the commit
+    /// log as the member leaving.
     async fn group_kick(&self, group: GroupId, by: UserId, member: UserId) -> StoreResult<()>;
     /// Deletes up to `chunk` messages sent before `before_ms`; returns how many it deleted.
     async fn purge_history(&self, before_ms: i64, chunk: usize) -> StoreResult<u64>;

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use chat_proto::types::{ConvPos, ConvSummary, Msg, Role, User};
+use chat_proto::types::{ConvPos, ConvSummary, Invite, Msg, Role, User};
 use chat_proto::{ConvId, GroupId, MsgId, Seq, UserId};
 use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{mpsc, oneshot};
@@ -33,11 +33,14 @@ use tokio_postgres::{Client, NoTls, Row, SimpleQueryMessage, Statement};
 
 use super::writes::{fail, finisher, AckMap, Finisher, PendingAcks, Reply, Write};
 use super::{
-    direct_conv, group_conv, Commit, CommitBatch, CommitLog, Conversation, Credentials, GroupRow,
-    GroupWithMembers, ReadMark, Snapshot, Store, StoreError, StoreResult,
+    direct_conv, group_conv, Befriended, Commit, CommitBatch, CommitLog, Conversation, Credentials,
+    GroupRow, GroupSettings, GroupWithMembers, ReadMark, Snapshot, Store, StoreError, StoreResult,
 };
 
+mod consent;
 mod conv;
+
+use consent::in_tx;
 
 /// The most writes one transaction takes.
 const MAX_BATCH: usize = 4096;
@@ -81,6 +84,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         6,
         include_str!("../../migrations/postgres/0006_message_ids.sql"),
+    ),
+    (
+        8,
+        include_str!("../../migrations/postgres/0008_consent.sql"),
     ),
 ];
 
@@ -177,11 +184,16 @@ fn row_to_user(row: &Row) -> Result<User, tokio_postgres::Error> {
     })
 }
 
+/// A group from `id, name, description, open, shared_history`.
 fn row_to_group(row: &Row) -> Result<GroupRow, tokio_postgres::Error> {
     Ok(GroupRow {
         id: row.try_get(0)?,
         name: row.try_get(1)?,
         desc: row.try_get(2)?,
+        settings: GroupSettings {
+            open: row.try_get(3)?,
+            shared_history: row.try_get(4)?,
+        },
     })
 }
 
@@ -466,8 +478,9 @@ async fn members_with_roles(c: &ClientWrapper, group: GroupId) -> StoreResult<Ve
 async fn groups_of(c: &ClientWrapper, user: UserId) -> StoreResult<Vec<GroupWithMembers>> {
     let mine = rows(
         c,
-        "SELECT g.id, g.name, g.description, gm.role FROM group_members gm \
-         JOIN chat_groups g ON g.id = gm.group_id WHERE gm.user_id = $1 ORDER BY g.id",
+        "SELECT g.id, g.name, g.description, g.open, g.shared_history, gm.role \
+         FROM group_members gm JOIN chat_groups g ON g.id = gm.group_id \
+         WHERE gm.user_id = $1 ORDER BY g.id",
         &[&user],
     )
     .await?;
@@ -476,7 +489,7 @@ async fn groups_of(c: &ClientWrapper, user: UserId) -> StoreResult<Vec<GroupWith
     }
     let mut groups = Vec::with_capacity(mine.len());
     for row in &mine {
-        let role: String = row.try_get(3)?;
+        let role: String = row.try_get(5)?;
         groups.push(GroupWithMembers {
             group: row_to_group(row)?,
             role: role_of(&role),
@@ -839,30 +852,18 @@ impl Writer {
                 .map(|_| ());
                 done.finishers.push(finisher(reply, result));
             }
-            Write::AddFriend {
-                user,
-                friend,
-                reply,
-            } => {
-                let result = savepoint!(self, self.add_friend(user, friend));
-                done.finishers.push(finisher(reply, result));
-            }
-            Write::RemoveFriend {
-                user,
-                friend,
-                reply,
-            } => {
-                let result = savepoint!(self, self.remove_friend(user, friend));
-                done.finishers.push(finisher(reply, result));
-            }
             Write::CreateGroup {
                 creator,
                 name,
                 desc,
+                settings,
                 reply,
             } => {
                 let at = done.next_id();
-                let result = savepoint!(self, self.create_group(creator, &name, &desc, at, at));
+                let result = savepoint!(
+                    self,
+                    self.create_group(creator, &name, &desc, settings, at, at)
+                );
                 if let Ok(group) = &result {
                     done.members.clear();
                     done.commits.push(Commit::Joined {
@@ -1065,54 +1066,13 @@ impl Writer {
         })
     }
 
-    async fn add_friend(&mut self, user: UserId, friend: UserId) -> StoreResult<User> {
-        let other = self
-            .query_opt("SELECT name FROM users WHERE id = $1", &[&friend])
-            .await?;
-        let Some(other) = other else {
-            return Err(StoreError::NotFound("no such user"));
-        };
-        let name: String = other.try_get(0)?;
-        // Both rows in id order, so that two nodes befriending the same pair at once
-        // lock them in the same order.
-        let (lo, hi) = if user < friend {
-            (user, friend)
-        } else {
-            (friend, user)
-        };
-        let inserted = self
-            .execute(
-                "INSERT INTO friends (user_id, friend_id, created_ms) VALUES ($1, $2, $3), \
-                 ($2, $1, $3) ON CONFLICT DO NOTHING",
-                &[&lo, &hi, &now_ms()],
-            )
-            .await?;
-        if inserted == 0 {
-            return Err(StoreError::Conflict("already friends"));
-        }
-        Ok(User { id: friend, name })
-    }
-
-    async fn remove_friend(&mut self, user: UserId, friend: UserId) -> StoreResult<()> {
-        let removed = self
-            .execute(
-                "DELETE FROM friends WHERE (user_id = $1 AND friend_id = $2) \
-                 OR (user_id = $2 AND friend_id = $1)",
-                &[&user, &friend],
-            )
-            .await?;
-        if removed == 0 {
-            return Err(StoreError::NotFound("not a friend"));
-        }
-        Ok(())
-    }
-
     /// Creates a group, its conversation (last activity `at`) and the creator's membership.
     async fn create_group(
         &mut self,
         creator: UserId,
         name: &str,
         desc: &str,
+        settings: GroupSettings,
         joined_after: MsgId,
         at: MsgId,
     ) -> StoreResult<GroupRow> {
@@ -1121,9 +1081,17 @@ impl Writer {
         }
         let row = self
             .query_opt(
-                "INSERT INTO chat_groups (name, description, creator, created_ms) \
-                 VALUES ($1, $2, $3, $4) RETURNING id",
-                &[&name, &desc, &creator, &now_ms()],
+                "INSERT INTO chat_groups \
+                 (name, description, creator, created_ms, open, shared_history) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                &[
+                    &name,
+                    &desc,
+                    &creator,
+                    &now_ms(),
+                    &settings.open,
+                    &settings.shared_history,
+                ],
             )
             .await?
             .ok_or_else(|| StoreError::Internal("INSERT returned no id".into()))?;
@@ -1144,13 +1112,15 @@ impl Writer {
             id,
             name: name.to_string(),
             desc: desc.to_string(),
+            settings,
         })
     }
 
     async fn group_row(&mut self, group: GroupId) -> StoreResult<Option<GroupRow>> {
         let row = self
             .query_opt(
-                "SELECT id, name, description FROM chat_groups WHERE id = $1",
+                "SELECT id, name, description, open, shared_history FROM chat_groups \
+                 WHERE id = $1",
                 &[&group],
             )
             .await?;
@@ -1185,6 +1155,9 @@ impl Writer {
             .group_row(group)
             .await?
             .ok_or(StoreError::NotFound("no such group"))?;
+        if !self.may_join(&row, user).await? {
+            return Err(StoreError::NotFound("no such group"));
+        }
         let joined_seq = match joined_seq {
             Some(seq) => seq,
             None => self
@@ -1210,6 +1183,27 @@ impl Writer {
         Ok(row)
     }
 
+    /// Whether `user` may join `group` now; uses up an invitation if that is what lets it.
+    async fn may_join(&mut self, group: &GroupRow, user: UserId) -> StoreResult<bool> {
+        let invited = self
+            .execute(
+                "DELETE FROM group_invites WHERE group_id = $1 AND user_id = $2",
+                &[&group.id, &user],
+            )
+            .await?;
+        if invited > 0 {
+            return Ok(true);
+        }
+        let banned = self
+            .query_opt(
+                "SELECT 1 FROM group_bans WHERE group_id = $1 AND user_id = $2",
+                &[&group.id, &user],
+            )
+            .await?
+            .is_some();
+        Ok(group.settings.open && !banned)
+    }
+
     async fn leave_group(&mut self, group: GroupId, user: UserId) -> StoreResult<()> {
         if self.group_row(group).await?.is_none() {
             return Err(StoreError::NotFound("no such group"));
@@ -1219,7 +1213,7 @@ impl Writer {
             Some(Role::Creator) => Err(StoreError::Forbidden(
                 "the creator cannot leave a group; delete it instead",
             )),
-            Some(Role::Member) => {
+            Some(Role::Admin | Role::Member) => {
                 self.execute(
                     "DELETE FROM group_members WHERE group_id = $1 AND user_id = $2",
                     &[&group, &user],
@@ -1234,16 +1228,29 @@ impl Writer {
         if self.group_row(group).await?.is_none() {
             return Err(StoreError::NotFound("no such group"));
         }
-        if self.role(group, by).await? != Some(Role::Creator) {
+        let by_role = self.role(group, by).await?;
+        if !matches!(by_role, Some(Role::Creator | Role::Admin)) {
             return Err(StoreError::Forbidden(
-                "only the group's creator may remove a member",
+                "only the group's creator or its admins may remove a member",
             ));
         }
         match self.role(group, member).await? {
-            Some(Role::Member) => {
+            Some(Role::Admin) if by_role != Some(Role::Creator) => Err(StoreError::Forbidden(
+                "only the group's creator may remove an admin",
+            )),
+            Some(Role::Creator) => Err(StoreError::Forbidden(
+                "the group's creator cannot be removed",
+            )),
+            Some(Role::Member | Role::Admin) => {
                 self.execute(
                     "DELETE FROM group_members WHERE group_id = $1 AND user_id = $2",
                     &[&group, &member],
+                )
+                .await?;
+                self.execute(
+                    "INSERT INTO group_bans (group_id, user_id, created_ms) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                    &[&group, &member, &now_ms()],
                 )
                 .await?;
                 Ok(())
@@ -1363,22 +1370,63 @@ impl Store for PgStore {
         self.write(|reply| Write::DeleteToken { hash, reply }).await
     }
 
-    async fn add_friend(&self, user: UserId, friend: UserId) -> StoreResult<User> {
-        self.write(|reply| Write::AddFriend {
-            user,
-            friend,
-            reply,
-        })
-        .await
+    async fn add_friend(&self, user: UserId, friend: UserId) -> StoreResult<Befriended> {
+        in_tx!(self, tx => consent::add_friend(&tx, user, friend))
     }
 
     async fn remove_friend(&self, user: UserId, friend: UserId) -> StoreResult<()> {
-        self.write(|reply| Write::RemoveFriend {
-            user,
-            friend,
-            reply,
-        })
-        .await
+        in_tx!(self, tx => consent::remove_friend(&tx, user, friend))
+    }
+
+    async fn decline_friend(&self, user: UserId, from: UserId) -> StoreResult<()> {
+        in_tx!(self, tx => consent::decline_friend(&tx, user, from))
+    }
+
+    async fn friend_requests(&self, user: UserId) -> StoreResult<(Vec<User>, Vec<User>)> {
+        in_tx!(self, tx => consent::friend_requests(&tx, user))
+    }
+
+    async fn block(&self, user: UserId, other: UserId) -> StoreResult<bool> {
+        in_tx!(self, tx => consent::block(&tx, user, other))
+    }
+
+    async fn unblock(&self, user: UserId, other: UserId) -> StoreResult<()> {
+        in_tx!(self, tx => consent::unblock(&tx, user, other))
+    }
+
+    async fn blocked(&self, user: UserId) -> StoreResult<Vec<User>> {
+        in_tx!(self, tx => consent::blocked(&tx, user))
+    }
+
+    async fn blocks(&self) -> StoreResult<Vec<(UserId, UserId)>> {
+        in_tx!(self, tx => consent::all_blocks(&tx))
+    }
+
+    async fn group_invite(
+        &self,
+        group: GroupId,
+        by: UserId,
+        user: UserId,
+    ) -> StoreResult<GroupRow> {
+        in_tx!(self, tx => consent::group_invite(&tx, group, by, user))
+    }
+
+    async fn decline_invite(&self, group: GroupId, user: UserId) -> StoreResult<()> {
+        in_tx!(self, tx => consent::decline_invite(&tx, group, user))
+    }
+
+    async fn invites(&self, user: UserId) -> StoreResult<Vec<Invite>> {
+        in_tx!(self, tx => consent::invites(&tx, user))
+    }
+
+    async fn set_group_role(
+        &self,
+        group: GroupId,
+        by: UserId,
+        user: UserId,
+        role: Role,
+    ) -> StoreResult<()> {
+        in_tx!(self, tx => consent::set_group_role(&tx, group, by, user, role))
     }
 
     async fn friend_ids(&self, user: UserId) -> StoreResult<Vec<UserId>> {
@@ -1402,12 +1450,19 @@ impl Store for PgStore {
             .await
     }
 
-    async fn create_group(&self, creator: UserId, name: &str, desc: &str) -> StoreResult<GroupRow> {
+    async fn create_group(
+        &self,
+        creator: UserId,
+        name: &str,
+        desc: &str,
+        settings: GroupSettings,
+    ) -> StoreResult<GroupRow> {
         let (name, desc) = (name.to_string(), desc.to_string());
         self.write(|reply| Write::CreateGroup {
             creator,
             name,
             desc,
+            settings,
             reply,
         })
         .await
@@ -1541,13 +1596,19 @@ impl Store for PgStore {
                     .await?
                 }
                 Conversation::Group(group) => {
-                    let member = exists(
+                    // What a member sees: from its join, unless the group shares its
+                    // history with new members.
+                    let seen_after: Option<Seq> = opt_row(
                         &c,
-                        "SELECT 1 FROM group_members WHERE group_id = $1 AND user_id = $2",
+                        "SELECT CASE WHEN g.shared_history THEN 0 ELSE gm.joined_seq END \
+                         FROM group_members gm JOIN chat_groups g ON g.id = gm.group_id \
+                         WHERE gm.group_id = $1 AND gm.user_id = $2",
                         &[&group, &user],
                     )
-                    .await?;
-                    if !member {
+                    .await?
+                    .map(|r| r.try_get(0))
+                    .transpose()?;
+                    let Some(seen_after) = seen_after else {
                         let found =
                             exists(&c, "SELECT 1 FROM chat_groups WHERE id = $1", &[&group])
                                 .await?;
@@ -1556,14 +1617,14 @@ impl Store for PgStore {
                         } else {
                             StoreError::NotFound("no such group")
                         });
-                    }
+                    };
                     rows(
                         &c,
                         &format!(
                             "{MSG_SELECT} WHERE m.conv = $1 AND m.seq < {BEFORE_SEQ_PG} \
-                             ORDER BY m.seq DESC LIMIT $3"
+                             AND m.seq > $4 ORDER BY m.seq DESC LIMIT $3"
                         ),
-                        &[&group_conv(group), &before, &limit],
+                        &[&group_conv(group), &before, &limit, &seen_after],
                     )
                     .await?
                 }

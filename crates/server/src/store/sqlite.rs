@@ -18,17 +18,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use chat_proto::types::{ConvPos, ConvSummary, Msg, Role, User};
+use chat_proto::types::{ConvPos, ConvSummary, Invite, Msg, Role, User};
 use chat_proto::{ConvId, GroupId, MsgId, Seq, UserId};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use super::writes::{fail, finisher, AckMap, Finisher, PendingAcks, Reply, Write};
 use super::{
-    direct_conv, group_conv, Commit, CommitBatch, CommitLog, Conversation, Credentials, GroupRow,
-    GroupWithMembers, ReadMark, Snapshot, Store, StoreError, StoreResult,
+    direct_conv, group_conv, Befriended, Commit, CommitBatch, CommitLog, Conversation, Credentials,
+    GroupRow, GroupSettings, GroupWithMembers, ReadMark, Snapshot, Store, StoreError, StoreResult,
 };
 
+mod consent;
 mod conv;
 
 use crate::config::Durability;
@@ -58,6 +59,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../migrations/sqlite/0005_conversations.sql"),
     ),
+    (8, include_str!("../../migrations/sqlite/0008_consent.sql")),
 ];
 
 /// A history page ends before message `?2`: before its seq in conversation `?1` (ids do not
@@ -459,30 +461,16 @@ impl Writer {
                     .map_err(sql_error);
                 done.push(finisher(reply, result));
             }
-            Write::AddFriend {
-                user,
-                friend,
-                reply,
-            } => {
-                let result = self.savepoint(|w| w.add_friend(user, friend));
-                done.push(finisher(reply, result));
-            }
-            Write::RemoveFriend {
-                user,
-                friend,
-                reply,
-            } => {
-                let result = self.savepoint(|w| w.remove_friend(user, friend));
-                done.push(finisher(reply, result));
-            }
             Write::CreateGroup {
                 creator,
                 name,
                 desc,
+                settings,
                 reply,
             } => {
                 let at = self.next_msg_id;
-                let result = self.savepoint(|w| w.create_group(creator, &name, &desc, at));
+                let result =
+                    self.savepoint(|w| w.create_group(creator, &name, &desc, settings, at));
                 if let Ok(group) = &result {
                     self.next_stamp();
                     commits.push(Commit::Joined {
@@ -628,47 +616,6 @@ impl Writer {
         })
     }
 
-    fn add_friend(&mut self, user: UserId, friend: UserId) -> StoreResult<User> {
-        let other: Option<String> = self
-            .conn
-            .query_row("SELECT name FROM users WHERE id = ?1", [friend], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(sql_error)?;
-        let Some(name) = other else {
-            return Err(StoreError::NotFound("no such user"));
-        };
-        let now = now_ms();
-        let inserted = self
-            .conn
-            .execute(
-                "INSERT INTO friends (user_id, friend_id, created_ms) VALUES (?1, ?2, ?3), \
-                 (?2, ?1, ?3) ON CONFLICT DO NOTHING",
-                params![user, friend, now],
-            )
-            .map_err(sql_error)?;
-        if inserted == 0 {
-            return Err(StoreError::Conflict("already friends"));
-        }
-        Ok(User { id: friend, name })
-    }
-
-    fn remove_friend(&mut self, user: UserId, friend: UserId) -> StoreResult<()> {
-        let removed = self
-            .conn
-            .execute(
-                "DELETE FROM friends WHERE (user_id = ?1 AND friend_id = ?2) \
-                 OR (user_id = ?2 AND friend_id = ?1)",
-                params![user, friend],
-            )
-            .map_err(sql_error)?;
-        if removed == 0 {
-            return Err(StoreError::NotFound("not a friend"));
-        }
-        Ok(())
-    }
-
     /// Creates a group, its conversation (whose last activity is `at`, the id its
     /// creation takes in the log) and the creator's membership.
     fn create_group(
@@ -676,14 +623,23 @@ impl Writer {
         creator: UserId,
         name: &str,
         desc: &str,
+        settings: GroupSettings,
         at: MsgId,
     ) -> StoreResult<GroupRow> {
         let now = now_ms();
         self.conn
             .execute(
-                "INSERT INTO chat_groups (name, description, creator, created_ms) \
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![name, desc, creator, now],
+                "INSERT INTO chat_groups \
+                 (name, description, creator, created_ms, open, shared_history) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    name,
+                    desc,
+                    creator,
+                    now,
+                    settings.open,
+                    settings.shared_history
+                ],
             )
             .map_err(sql_error)?;
         let id = self.conn.last_insert_rowid();
@@ -705,39 +661,25 @@ impl Writer {
             id,
             name: name.to_string(),
             desc: desc.to_string(),
+            settings,
         })
     }
 
     fn group_row(&self, group: GroupId) -> StoreResult<Option<GroupRow>> {
-        self.conn
-            .query_row(
-                "SELECT id, name, description FROM chat_groups WHERE id = ?1",
-                [group],
-                |r| {
-                    Ok(GroupRow {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        desc: r.get(2)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(sql_error)
+        consent::group_row(&self.conn, group)
     }
 
     fn role(&self, group: GroupId, user: UserId) -> StoreResult<Option<Role>> {
-        let role: Option<String> = self
-            .conn
-            .prepare_cached("SELECT role FROM group_members WHERE group_id = ?1 AND user_id = ?2")
-            .and_then(|mut s| s.query_row([group, user], |r| r.get(0)).optional())
-            .map_err(sql_error)?;
-        Ok(role.as_deref().map(role_of))
+        consent::role_in(&self.conn, group, user)
     }
 
     fn join_group(&mut self, group: GroupId, user: UserId) -> StoreResult<GroupRow> {
         let row = self
             .group_row(group)?
             .ok_or(StoreError::NotFound("no such group"))?;
+        if !consent::may_join(&self.conn, &row, user)? {
+            return Err(StoreError::NotFound("no such group"));
+        }
         let joined_seq = self.last_seq(group_conv(group))?;
         let inserted = self
             .conn
@@ -762,7 +704,7 @@ impl Writer {
             Some(Role::Creator) => Err(StoreError::Forbidden(
                 "the creator cannot leave a group; delete it instead",
             )),
-            Some(Role::Member) => {
+            Some(Role::Admin | Role::Member) => {
                 self.conn
                     .execute(
                         "DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2",
@@ -778,18 +720,32 @@ impl Writer {
         if self.group_row(group)?.is_none() {
             return Err(StoreError::NotFound("no such group"));
         }
-        if self.role(group, by)? != Some(Role::Creator) {
+        let by_role = self.role(group, by)?;
+        if !matches!(by_role, Some(Role::Creator | Role::Admin)) {
             return Err(StoreError::Forbidden(
-                "only the group's creator may remove a member",
+                "only the group's creator or its admins may remove a member",
             ));
         }
         match self.role(group, member)? {
-            Some(Role::Member) => {
+            Some(Role::Admin) if by_role != Some(Role::Creator) => Err(StoreError::Forbidden(
+                "only the group's creator may remove an admin",
+            )),
+            Some(Role::Creator) => Err(StoreError::Forbidden(
+                "the group's creator cannot be removed",
+            )),
+            Some(Role::Member | Role::Admin) => {
                 self.conn
                     .execute(
                         "DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2",
                         params![group, member],
                     )
+                    .and_then(|_| {
+                        self.conn.execute(
+                            "INSERT INTO group_bans (group_id, user_id, created_ms) \
+                             VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                            params![group, member, now_ms()],
+                        )
+                    })
                     .map_err(sql_error)?;
                 Ok(())
             }
@@ -965,19 +921,13 @@ fn members_with_roles(conn: &Connection, group: GroupId) -> rusqlite::Result<Vec
 
 fn groups_of(conn: &Connection, user: UserId) -> rusqlite::Result<Vec<GroupWithMembers>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT g.id, g.name, g.description, gm.role FROM group_members gm \
-         JOIN chat_groups g ON g.id = gm.group_id WHERE gm.user_id = ?1 ORDER BY g.id",
+        "SELECT g.id, g.name, g.description, g.open, g.shared_history, gm.role \
+         FROM group_members gm JOIN chat_groups g ON g.id = gm.group_id \
+         WHERE gm.user_id = ?1 ORDER BY g.id",
     )?;
     let rows = stmt.query_map([user], |r| {
-        let role: String = r.get(3)?;
-        Ok((
-            GroupRow {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                desc: r.get(2)?,
-            },
-            role_of(&role),
-        ))
+        let role: String = r.get(5)?;
+        Ok((consent::row_to_group(r)?, role_of(&role)))
     })?;
     let mut groups = Vec::new();
     for row in rows {
@@ -1194,22 +1144,71 @@ impl Store for SqliteStore {
         self.write(|reply| Write::DeleteToken { hash, reply }).await
     }
 
-    async fn add_friend(&self, user: UserId, friend: UserId) -> StoreResult<User> {
-        self.write(|reply| Write::AddFriend {
-            user,
-            friend,
-            reply,
-        })
-        .await
+    async fn add_friend(&self, user: UserId, friend: UserId) -> StoreResult<Befriended> {
+        self.consent(move |c| consent::add_friend(c, user, friend))
+            .await
     }
 
     async fn remove_friend(&self, user: UserId, friend: UserId) -> StoreResult<()> {
-        self.write(|reply| Write::RemoveFriend {
-            user,
-            friend,
-            reply,
-        })
-        .await
+        self.consent(move |c| consent::remove_friend(c, user, friend))
+            .await
+    }
+
+    async fn decline_friend(&self, user: UserId, from: UserId) -> StoreResult<()> {
+        self.consent(move |c| consent::decline_friend(c, user, from))
+            .await
+    }
+
+    async fn friend_requests(&self, user: UserId) -> StoreResult<(Vec<User>, Vec<User>)> {
+        self.consent(move |c| consent::friend_requests(c, user))
+            .await
+    }
+
+    async fn block(&self, user: UserId, other: UserId) -> StoreResult<bool> {
+        self.consent(move |c| consent::block(c, user, other)).await
+    }
+
+    async fn unblock(&self, user: UserId, other: UserId) -> StoreResult<()> {
+        self.consent(move |c| consent::unblock(c, user, other))
+            .await
+    }
+
+    async fn blocked(&self, user: UserId) -> StoreResult<Vec<User>> {
+        self.consent(move |c| consent::blocked(c, user)).await
+    }
+
+    async fn blocks(&self) -> StoreResult<Vec<(UserId, UserId)>> {
+        self.read(consent::all_blocks).await
+    }
+
+    async fn group_invite(
+        &self,
+        group: GroupId,
+        by: UserId,
+        user: UserId,
+    ) -> StoreResult<GroupRow> {
+        self.consent(move |c| consent::group_invite(c, group, by, user))
+            .await
+    }
+
+    async fn decline_invite(&self, group: GroupId, user: UserId) -> StoreResult<()> {
+        self.consent(move |c| consent::decline_invite(c, group, user))
+            .await
+    }
+
+    async fn invites(&self, user: UserId) -> StoreResult<Vec<Invite>> {
+        self.consent(move |c| consent::invites(c, user)).await
+    }
+
+    async fn set_group_role(
+        &self,
+        group: GroupId,
+        by: UserId,
+        user: UserId,
+        role: Role,
+    ) -> StoreResult<()> {
+        self.consent(move |c| consent::set_group_role(c, group, by, user, role))
+            .await
     }
 
     async fn friend_ids(&self, user: UserId) -> StoreResult<Vec<UserId>> {
@@ -1225,12 +1224,19 @@ impl Store for SqliteStore {
         self.read(move |c| friends_of(c, user)).await
     }
 
-    async fn create_group(&self, creator: UserId, name: &str, desc: &str) -> StoreResult<GroupRow> {
+    async fn create_group(
+        &self,
+        creator: UserId,
+        name: &str,
+        desc: &str,
+        settings: GroupSettings,
+    ) -> StoreResult<GroupRow> {
         let (name, desc) = (name.to_string(), desc.to_string());
         self.write(|reply| Write::CreateGroup {
             creator,
             name,
             desc,
+            settings,
             reply,
         })
         .await
@@ -1337,7 +1343,7 @@ impl Store for SqliteStore {
         let limit = limit as i64;
         let result = self
             .read(move |c| -> rusqlite::Result<StoreResult<Vec<Msg>>> {
-                let (sql, key) = match conversation {
+                let (key, seen_after) = match conversation {
                     Conversation::With(other) => {
                         let exists: bool = c.query_row(
                             "SELECT EXISTS(SELECT 1 FROM users WHERE id = ?1)",
@@ -1347,16 +1353,21 @@ impl Store for SqliteStore {
                         if !exists {
                             return Ok(Err(StoreError::NotFound("no such user")));
                         }
-                        ("m.conv", direct_conv(user, other))
+                        (direct_conv(user, other), 0)
                     }
                     Conversation::Group(group) => {
-                        let member: bool = c.query_row(
-                            "SELECT EXISTS(SELECT 1 FROM group_members \
-                             WHERE group_id = ?1 AND user_id = ?2)",
-                            [group, user],
-                            |r| r.get(0),
-                        )?;
-                        if !member {
+                        // What a member sees: from its join, unless the group shares
+                        // its history with new members.
+                        let seen_after: Option<Seq> = c
+                            .query_row(
+                                "SELECT CASE WHEN g.shared_history THEN 0 ELSE gm.joined_seq END \
+                                 FROM group_members gm JOIN chat_groups g ON g.id = gm.group_id \
+                                 WHERE gm.group_id = ?1 AND gm.user_id = ?2",
+                                [group, user],
+                                |r| r.get(0),
+                            )
+                            .optional()?;
+                        let Some(seen_after) = seen_after else {
                             let exists: bool = c.query_row(
                                 "SELECT EXISTS(SELECT 1 FROM chat_groups WHERE id = ?1)",
                                 [group],
@@ -1367,15 +1378,15 @@ impl Store for SqliteStore {
                             } else {
                                 StoreError::NotFound("no such group")
                             }));
-                        }
-                        ("m.conv", group_conv(group))
+                        };
+                        (group_conv(group), seen_after)
                     }
                 };
                 let mut stmt = c.prepare_cached(&format!(
-                    "{MSG_SELECT} WHERE {sql} = ?1 AND m.seq < {BEFORE_SEQ_SQLITE} \
-                     ORDER BY m.seq DESC LIMIT ?3"
+                    "{MSG_SELECT} WHERE m.conv = ?1 AND m.seq < {BEFORE_SEQ_SQLITE} \
+                     AND m.seq > ?4 ORDER BY m.seq DESC LIMIT ?3"
                 ))?;
-                let rows = stmt.query_map(params![key, before, limit], row_to_msg)?;
+                let rows = stmt.query_map(params![key, before, limit, seen_after], row_to_msg)?;
                 let mut msgs = rows.collect::<rusqlite::Result<Vec<_>>>()?;
                 msgs.reverse();
                 Ok(Ok(msgs))
@@ -1628,7 +1639,10 @@ mod tests {
             .unwrap();
         assert_eq!(left, 0, "the deleted group's messages are gone");
         // Group 9's id is never given out again, nor 7's.
-        let group = store.create_group(b.id, "next", "").await.unwrap();
+        let group = store
+            .create_group(b.id, "next", "", GroupSettings::default())
+            .await
+            .unwrap();
         assert_eq!(group.id, 10);
         store.close().await;
     }

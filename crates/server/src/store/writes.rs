@@ -8,7 +8,7 @@ use chat_proto::types::{Msg, User};
 use chat_proto::{ConvId, GroupId, Seq, UserId};
 use tokio::sync::oneshot;
 
-use super::{GroupRow, ReadMark, StoreError, StoreResult};
+use super::{GroupRow, GroupSettings, ReadMark, StoreError, StoreResult};
 
 pub(super) type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
@@ -29,20 +29,11 @@ pub(super) enum Write {
         hash: Vec<u8>,
         reply: Reply<()>,
     },
-    AddFriend {
-        user: UserId,
-        friend: UserId,
-        reply: Reply<User>,
-    },
-    RemoveFriend {
-        user: UserId,
-        friend: UserId,
-        reply: Reply<()>,
-    },
     CreateGroup {
         creator: UserId,
         name: String,
         desc: String,
+        settings: GroupSettings,
         reply: Reply<GroupRow>,
     },
     JoinGroup {
@@ -111,10 +102,9 @@ pub(super) fn fail(write: Write, error: &StoreError) {
         let _ = reply.send(Err(error.clone()));
     }
     match write {
-        Write::CreateUser { reply, .. } | Write::AddFriend { reply, .. } => refuse(reply, error),
+        Write::CreateUser { reply, .. } => refuse(reply, error),
         Write::CreateToken { reply, .. }
         | Write::DeleteToken { reply, .. }
-        | Write::RemoveFriend { reply, .. }
         | Write::LeaveGroup { reply, .. }
         | Write::GroupKick { reply, .. } => refuse(reply, error),
         Write::CreateGroup { reply, .. } | Write::JoinGroup { reply, .. } => refuse(reply, error),

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::util::{find, ids, TestServer, PASSWORD};
+use crate::util::{befriend, find, ids, TestServer, PASSWORD};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_and_echo_work_before_login() {
@@ -156,26 +156,28 @@ async fn a_token_resumes_the_session_on_a_new_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn whoami_and_users_online() {
+async fn whoami_and_users_online_shows_friends_only() {
     let server = TestServer::start().await;
     let (mut alice, alice_id) = server.user("alice").await;
     let (mut bob, bob_id) = server.user("bob").await;
+    let (_dave, dave_id) = server.user("dave").await; // online, not a friend
     let (_carol_conn, carol_id) = server.register("carol").await; // registered, offline
 
     let me = alice.ok(json!({"op": "whoami"})).await;
     assert_eq!(me["user"], json!({"id": alice_id, "name": "alice"}));
 
+    // By default `users` shows the friends who are online, and oneself: not strangers.
+    let reply = alice.ok(json!({"op": "users"})).await;
+    assert_eq!(ids(&reply["users"]), vec![alice_id], "{reply}");
+    befriend(&mut alice, alice_id, &mut bob, bob_id).await;
     let reply = alice.ok(json!({"op": "users"})).await;
     let mut online = ids(&reply["users"]);
     online.sort();
     assert_eq!(online, vec![alice_id, bob_id], "{reply}");
-    assert!(!online.contains(&carol_id));
+    assert!(!online.contains(&carol_id) && !online.contains(&dave_id));
     assert_eq!(find(&reply["users"], bob_id)["name"], "bob");
 
-    // Once bob has logged out, only alice is online. Friendship gives a presence event
-    // to wait for.
-    alice.ok(json!({"op": "add_friend", "id": bob_id})).await;
-    bob.wait_event("friend_added").await;
+    // Once bob has logged out, only alice is online.
     bob.ok(json!({"op": "logout"})).await;
     let presence = alice.wait_event("presence").await;
     assert_eq!(
@@ -184,6 +186,27 @@ async fn whoami_and_users_online() {
     );
     let reply = alice.ok(json!({"op": "users"})).await;
     assert_eq!(ids(&reply["users"]), vec![alice_id], "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_lists_everyone_online_when_the_operator_allows_it_or_to_admins() {
+    let server = TestServer::start_with(|c| c.list_all_users = true).await;
+    let (mut alice, alice_id) = server.user("alice").await;
+    let (_bob, bob_id) = server.user("bob").await;
+    let reply = alice.ok(json!({"op": "users"})).await;
+    let mut online = ids(&reply["users"]);
+    online.sort();
+    assert_eq!(online, vec![alice_id, bob_id], "{reply}");
+
+    let server = TestServer::start_with(|c| c.admins = vec!["root".into()]).await;
+    let (mut root, root_id) = server.user("root").await;
+    let (mut eve, eve_id) = server.user("eve").await;
+    let reply = root.ok(json!({"op": "users"})).await;
+    let mut online = ids(&reply["users"]);
+    online.sort();
+    assert_eq!(online, vec![root_id, eve_id], "{reply}");
+    let reply = eve.ok(json!({"op": "users"})).await;
+    assert_eq!(ids(&reply["users"]), vec![eve_id], "{reply}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

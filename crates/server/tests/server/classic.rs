@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::util::{find, TestServer, PASSWORD, WAIT};
+use crate::util::{befriend, find, TestServer, PASSWORD, WAIT};
 
 /// A raw classic connection: writes requests, reads NUL-terminated objects.
 struct Classic {
@@ -270,16 +270,19 @@ async fn login_ack_carries_offline_messages_friends_and_groups() {
     let server = TestServer::start().await;
     let (mut bob, bob_id) = server.user("bob").await;
     let (mut carol, carol_id) = server.user("carol").await;
-    carol.ok(json!({"op": "add_friend", "id": bob_id})).await;
+    befriend(&mut carol, carol_id, &mut bob, bob_id).await;
     let mut alice = Classic::connect(server.addr()).await;
     let alice_id = alice.register("alice").await;
     alice.login_ok(alice_id).await;
 
-    // Friends (mutual, whoever asks) and a group bob created, which alice joins.
+    // Classic add-friend is a request, which bob accepts; and a group bob created, which
+    // alice joins.
     alice
         .send(&json!({"msgid": 7, "id": alice_id, "friendid": bob_id}))
         .await;
-    bob.wait_event("friend_added").await;
+    let request = bob.wait_event("friend_request").await;
+    assert_eq!(request["from"]["id"], alice_id, "{request}");
+    bob.ok(json!({"op": "add_friend", "id": alice_id})).await;
     let group = bob.create_group("rust").await;
     alice
         .send(&json!({"msgid": 9, "id": alice_id, "groupid": group}))
@@ -386,6 +389,12 @@ async fn one_to_one_chat_between_classic_and_native_both_ways() {
 
     // Presence and friend events have no classic form: alice sees only the next message.
     bob.ok(json!({"op": "add_friend", "id": alice_id})).await;
+    alice
+        .send(&json!({"msgid": 7, "id": alice_id, "friendid": bob_id}))
+        .await;
+    alice.barrier().await;
+    let friends = bob.ok(json!({"op": "friends"})).await;
+    assert_eq!(friends["friends"][0]["id"], alice_id, "{friends}");
     bob.ok(json!({"op": "logout"})).await;
     bob.login_name("bob", PASSWORD).await;
     bob.send_msg(alice_id, "still here").await;

@@ -21,23 +21,40 @@ async fn create_and_join_a_group() {
     let (mut bob, bob_id) = server.user("bob").await;
 
     let reply = alice
-        .ok(json!({"op": "create_group", "name": "rustaceans", "desc": "all things rust"}))
+        .ok(
+            json!({"op": "create_group", "name": "rustaceans", "desc": "all things rust",
+                   "open": true}),
+        )
         .await;
     let group = reply["group"]["id"].as_i64().unwrap();
     assert_eq!(
         reply["group"],
-        json!({"id": group, "name": "rustaceans", "desc": "all things rust", "role": "creator"})
+        json!({"id": group, "name": "rustaceans", "desc": "all things rust", "role": "creator",
+               "open": true, "shared_history": false})
     );
-    // desc is optional.
+    // desc is optional; by default a group is closed and keeps its history from newcomers.
     let reply = bob.ok(json!({"op": "create_group", "name": "plain"})).await;
     assert_eq!(reply["group"]["desc"], "", "{reply}");
     assert_eq!(reply["group"]["role"], "creator");
-    assert_ne!(reply["group"]["id"], group);
+    assert_eq!(reply["group"]["open"], false);
+    assert_eq!(reply["group"]["shared_history"], false);
+    let closed = reply["group"]["id"].as_i64().unwrap();
+    assert_ne!(closed, group);
+    // A closed group cannot be told from a missing one by someone not invited.
+    alice
+        .expect_err(json!({"op": "join_group", "group": closed}), "not_found")
+        .await;
 
     let reply = bob.ok(json!({"op": "join_group", "group": group})).await;
     assert_eq!(
         reply["group"],
-        json!({"id": group, "name": "rustaceans", "desc": "all things rust", "role": "member"})
+        json!({"id": group, "name": "rustaceans", "desc": "all things rust", "role": "member",
+               "open": true, "shared_history": false})
+    );
+    let joined = alice.wait_event("member_joined").await;
+    assert_eq!(
+        joined,
+        json!({"event": "member_joined", "group": group, "user": {"id": bob_id, "name": "bob"}})
     );
     bob.expect_err(json!({"op": "join_group", "group": group}), "conflict")
         .await;
@@ -181,7 +198,7 @@ async fn a_group_message_reaches_every_member_but_the_sender() {
         "seq": sent["seq"],
     });
     for conn in [&mut alice, &mut carol] {
-        let mut event = conn.next_event().await;
+        let mut event = conn.wait_event("msg").await;
         if event.get("to") == Some(&Value::Null) {
             event.as_object_mut().unwrap().remove("to");
         }
@@ -197,11 +214,12 @@ async fn a_group_message_reaches_every_member_but_the_sender() {
     assert_eq!(pending[0]["group"], group);
     dave.ok(json!({"op": "ack", "id": sent["id"]})).await;
 
-    // The sender and the outsider got nothing: their first msg is a direct one.
+    // The sender and the outsider got nothing: their first msg is a direct one (bob has
+    // member_joined events before it).
     let marker = alice.send_msg(bob_id, "marker").await;
-    assert_eq!(bob.next_event().await["id"], marker["id"]);
+    assert_eq!(bob.next_msg().await["id"], marker["id"]);
     let marker = bob.send_msg(alice_id, "marker").await;
-    assert_eq!(alice.next_event().await["id"], marker["id"]);
+    assert_eq!(alice.next_msg().await["id"], marker["id"]);
     let outsider_id = outsider.ok(json!({"op": "whoami"})).await["user"]["id"].clone();
     let marker = alice
         .send_msg(outsider_id.as_i64().unwrap(), "marker")
@@ -267,7 +285,7 @@ async fn deleting_a_group_tells_its_online_members() {
         .await;
     for conn in [&mut bob, &mut carol] {
         assert_eq!(
-            conn.next_event().await,
+            conn.wait_event("group_deleted").await,
             json!({"event": "group_deleted", "group": group})
         );
     }

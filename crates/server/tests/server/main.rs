@@ -8,9 +8,10 @@
 //! - `classic`: the classic muduo `msgid` protocol, and chat between its clients and native ones.
 //! - `conversations`: seqs per conversation, cursors, unread, receipts, typing, cmid, sync.
 //! - `errors`: malformed input, bad fields, limits, `too_large`, framing.
-//! - `friends`: add and remove friends, presence.
+//! - `friends`: friend requests, acceptance, declines, blocks, presence.
 //! - `messages`: one-to-one messages, pending delivery, acks, history.
 //! - `groups`: create, join, leave, delete, members, group messages and history.
+//! - `invites`: closed groups, invitations, group admins, removals, shared history.
 //! - `limits`: overload protection: connection limit, request and login rate limits.
 //! - `sessions`: second login, login and idle timeouts, shutdown, restart.
 #![allow(clippy::unwrap_used)]
@@ -22,6 +23,7 @@ mod conversations;
 mod errors;
 mod friends;
 mod groups;
+mod invites;
 mod limits;
 mod messages;
 mod migrate;

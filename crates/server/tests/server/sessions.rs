@@ -5,15 +5,14 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::util::{ids, TestServer, PASSWORD};
+use crate::util::{befriend, ids, TestServer, PASSWORD};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_login_kicks_the_first_without_presence() {
     let server = TestServer::start().await;
     let (mut alice, alice_id) = server.user("alice").await;
     let (mut bob, bob_id) = server.user("bob").await;
-    alice.ok(json!({"op": "add_friend", "id": bob_id})).await;
-    bob.wait_event("friend_added").await;
+    befriend(&mut alice, alice_id, &mut bob, bob_id).await;
 
     let mut bob2 = server.connect().await;
     let (reply, _) = bob2
@@ -115,10 +114,9 @@ async fn a_logout_after_the_login_timeout_keeps_the_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_is_kicked_and_a_pinging_one_stays() {
     let server = TestServer::start_with(|c| c.idle_timeout = Duration::from_millis(400)).await;
-    let (mut alice, _) = server.user("alice").await;
+    let (mut alice, alice_id) = server.user("alice").await;
     let (mut bob, bob_id) = server.user("bob").await;
-    alice.ok(json!({"op": "add_friend", "id": bob_id})).await;
-    bob.wait_event("friend_added").await;
+    befriend(&mut alice, alice_id, &mut bob, bob_id).await;
 
     // Alice pings every 100 ms for over a second: never idle. Bob says nothing.
     for _ in 0..12 {
@@ -165,8 +163,9 @@ async fn shutdown_kicks_every_session_and_run_returns_ok() {
 async fn a_restart_loses_nothing() {
     let mut server = TestServer::start().await;
     let (mut alice, alice_id) = server.user("alice").await;
-    let (_bob, bob_id) = server.register("bob").await;
-    alice.ok(json!({"op": "add_friend", "id": bob_id})).await;
+    let (mut bob, bob_id) = server.user("bob").await;
+    befriend(&mut alice, alice_id, &mut bob, bob_id).await;
+    bob.drop_connection();
     let group = alice.create_group("durable").await;
     let mut sent = Vec::new();
     for i in 0..5 {

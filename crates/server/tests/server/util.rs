@@ -404,6 +404,18 @@ impl Conn {
         assert_eq!(got, code, "wrong error code for {shown}");
     }
 
+    /// Sends a request that must get the plain refusal a block gives: `forbidden`,
+    /// "refused", and nothing that says why.
+    pub(crate) async fn expect_refused(&mut self, req: Value) {
+        let shown = req.to_string();
+        let reply = self.request(req).await;
+        assert_eq!(
+            reply["error"],
+            json!({"code": "forbidden", "message": "refused"}),
+            "{shown} was not refused: {reply}"
+        );
+    }
+
     /// The next event, waiting for it if none has arrived yet.
     pub(crate) async fn next_event(&mut self) -> Value {
         loop {
@@ -530,11 +542,20 @@ impl Conn {
         reply["msg"].clone()
     }
 
-    /// Creates a group; returns its id.
+    /// Creates an open group whose history new members see (what every group was before
+    /// groups could be closed); returns its id.
     pub(crate) async fn create_group(&mut self, name: &str) -> i64 {
-        let reply = self
-            .ok(json!({"op": "create_group", "name": name, "desc": format!("about {name}")}))
-            .await;
+        self.create_group_with(name, json!({"open": true, "shared_history": true}))
+            .await
+    }
+
+    /// Creates a group with the given settings (`open`, `shared_history`); returns its id.
+    pub(crate) async fn create_group_with(&mut self, name: &str, settings: Value) -> i64 {
+        let mut req = json!({"op": "create_group", "name": name, "desc": format!("about {name}")});
+        if let (Some(req), Some(settings)) = (req.as_object_mut(), settings.as_object()) {
+            req.extend(settings.clone());
+        }
+        let reply = self.ok(req).await;
         reply["group"]["id"].as_i64().expect("numeric group id")
     }
 
@@ -584,4 +605,17 @@ pub(crate) fn find(list: &Value, id: i64) -> Value {
         .find(|v| v["id"] == id)
         .unwrap_or_else(|| panic!("no entry with id {id} in {list}"))
         .clone()
+}
+
+/// Makes two online users friends: `a` asks, `b` sees the request and accepts, `a` sees
+/// `friend_added`.
+pub(crate) async fn befriend(a: &mut Conn, a_id: i64, b: &mut Conn, b_id: i64) {
+    let reply = a.ok(json!({"op": "add_friend", "id": b_id})).await;
+    assert_eq!(reply["requested"], true, "{reply}");
+    let request = b.wait_event("friend_request").await;
+    assert_eq!(request["from"]["id"], a_id, "{request}");
+    let reply = b.ok(json!({"op": "add_friend", "id": a_id})).await;
+    assert_eq!(reply["friend"]["id"], a_id, "{reply}");
+    let added = a.wait_event("friend_added").await;
+    assert_eq!(added["friend"]["id"], b_id, "{added}");
 }

@@ -10,12 +10,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_server::store::postgres::PgStore;
-use chat_server::store::{Commit, CommitBatch, CommitLog, Store, StoreError};
+use chat_server::store::{Commit, CommitBatch, CommitLog, GroupSettings, Store, StoreError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::util::PgSchema;
+
+/// A group anyone may join.
+const OPEN: GroupSettings = GroupSettings {
+    open: true,
+    shared_history: false,
+};
 
 /// Takes every batch already in the log.
 fn drain(log: &mut CommitLog) -> Vec<CommitBatch> {
@@ -39,7 +45,7 @@ async fn two_nodes_migrate_at_once_and_write_without_a_shared_lock() {
         b.create_user("alice", "hash").await,
         Err(StoreError::Conflict(_))
     ));
-    let group = a.create_group(alice.id, "g", "").await.unwrap();
+    let group = a.create_group(alice.id, "g", "", OPEN).await.unwrap();
     b.join_group(group.id, bob.id).await.unwrap();
 
     // Both nodes send at once, many writes in flight on each.
@@ -222,7 +228,12 @@ async fn when_postgres_is_down_or_hangs_operations_fail_unavailable_in_bounded_t
     let limit = Duration::from_secs(7);
     unavailable_within(limit, "send, hung", store.send(&alice, bob.id, "x", None)).await;
     unavailable_within(limit, "read, hung", store.user(bob.id)).await;
-    unavailable_within(limit, "join, hung", store.create_group(alice.id, "g", "")).await;
+    unavailable_within(
+        limit,
+        "join, hung",
+        store.create_group(alice.id, "g", "", OPEN),
+    )
+    .await;
 
     // Down: connections closed, new ones refused. Fails fast.
     proxy.set(Mode::Down);

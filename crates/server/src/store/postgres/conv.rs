@@ -390,15 +390,17 @@ pub(super) async fn conversations_of(
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let page = rows(
         c,
-        "SELECT id, user_a, user_b, group_id, last_seq, last_msg_id, j FROM ( \
-           SELECT c.*, 0::bigint AS j FROM conversations c \
+        "SELECT id, user_a, user_b, group_id, last_seq, last_msg_id, j, f FROM ( \
+           SELECT c.*, 0::bigint AS j, 0::bigint AS f FROM conversations c \
              WHERE c.user_a = $1 AND c.last_msg_id < $2 AND c.last_seq > 0 \
            UNION ALL \
-           SELECT c.*, 0 FROM conversations c \
+           SELECT c.*, 0, 0 FROM conversations c \
              WHERE c.user_b = $1 AND c.last_msg_id < $2 AND c.last_seq > 0 \
            UNION ALL \
-           SELECT c.*, gm.joined_seq FROM group_members gm \
+           SELECT c.*, gm.joined_seq, \
+             CASE WHEN g.shared_history THEN 0 ELSE gm.joined_seq END FROM group_members gm \
              JOIN conversations c ON c.id = -gm.group_id \
+             JOIN chat_groups g ON g.id = gm.group_id \
              WHERE gm.user_id = $1 AND c.last_msg_id < $2) x \
          ORDER BY last_msg_id DESC, id LIMIT $3",
         &[&user, &before, &limit],
@@ -413,6 +415,7 @@ pub(super) async fn conversations_of(
         let last_seq: Seq = row.try_get(4)?;
         let last_msg_id: MsgId = row.try_get(5)?;
         let joined_seq: Seq = row.try_get(6)?;
+        let seen_after: Seq = row.try_get(7)?;
         let read = cursor_read(c, user, conv).await?.max(joined_seq);
         let unread: i64 = opt_row(
             c,
@@ -424,7 +427,7 @@ pub(super) async fn conversations_of(
         .map(|r| r.try_get(0))
         .transpose()?
         .unwrap_or(0);
-        let last = if last_seq > 0 {
+        let last = if last_seq > seen_after {
             opt_row(
                 c,
                 &format!("{MSG_SELECT} WHERE m.conv = $1 AND m.seq = $2"),

@@ -344,16 +344,21 @@ pub(super) fn conversations_of(
         last_seq: Seq,
         last_msg_id: MsgId,
         joined_seq: Seq,
+        /// What the user may see starts after this seq.
+        seen_after: Seq,
     }
     let rows: Vec<Row> = {
         let mut stmt = conn.prepare_cached(
-            "SELECT id, user_a, user_b, group_id, last_seq, last_msg_id, j FROM ( \
-               SELECT c.*, 0 AS j FROM conversations c WHERE c.user_a = ?1 AND c.last_msg_id < ?2 \
+            "SELECT id, user_a, user_b, group_id, last_seq, last_msg_id, j, f FROM ( \
+               SELECT c.*, 0 AS j, 0 AS f FROM conversations c \
+                 WHERE c.user_a = ?1 AND c.last_msg_id < ?2 \
                UNION ALL \
-               SELECT c.*, 0 FROM conversations c WHERE c.user_b = ?1 AND c.last_msg_id < ?2 \
+               SELECT c.*, 0, 0 FROM conversations c WHERE c.user_b = ?1 AND c.last_msg_id < ?2 \
                UNION ALL \
-               SELECT c.*, gm.joined_seq FROM group_members gm \
+               SELECT c.*, gm.joined_seq, \
+                 CASE WHEN g.shared_history THEN 0 ELSE gm.joined_seq END FROM group_members gm \
                  JOIN conversations c ON c.id = -gm.group_id \
+                 JOIN chat_groups g ON g.id = gm.group_id \
                  WHERE gm.user_id = ?1 AND c.last_msg_id < ?2) \
              ORDER BY last_msg_id DESC, id LIMIT ?3",
         )?;
@@ -366,6 +371,7 @@ pub(super) fn conversations_of(
                 last_seq: r.get(4)?,
                 last_msg_id: r.get(5)?,
                 joined_seq: r.get(6)?,
+                seen_after: r.get(7)?,
             })
         })?;
         rows.collect::<rusqlite::Result<_>>()?
@@ -379,7 +385,7 @@ pub(super) fn conversations_of(
                  WHERE conv = ?1 AND seq > ?2 AND from_user != ?3 LIMIT ?4)",
             )?
             .query_row(params![row.conv, read, user, UNREAD_CAP], |r| r.get(0))?;
-        let last = if row.last_seq > 0 {
+        let last = if row.last_seq > row.seen_after {
             conn.prepare_cached(&format!("{MSG_SELECT} WHERE m.conv = ?1 AND m.seq = ?2"))?
                 .query_row(params![row.conv, row.last_seq], row_to_msg)
                 .optional()?
