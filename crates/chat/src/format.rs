@@ -2,8 +2,9 @@
 //! `[msg] 12:03:04 alice(1): hello`, `[group 3] 12:03:04 alice(1): hi`,
 //! `ok: message 17 sent to bob(2)`, `error: not_found: no such user`.
 //!
-//! Text from other users is shown with control characters escaped, so that a message
-//! cannot move the cursor, clear the screen or fake a line of its own.
+//! Text from other users is shown with control characters and invisible format
+//! characters escaped, so that a message cannot move the cursor, clear the screen, reorder
+//! itself or fake a line of its own.
 
 use chat_proto::types::{Friend, GroupInfo, Member, Msg, User};
 use chat_proto::UserId;
@@ -11,18 +12,28 @@ use chrono::{Local, TimeZone};
 
 /// `text` with control characters (newlines, escapes) written as `\n`, `\u{1b}`, ...
 pub(crate) fn clean(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(unsafe_to_show) {
         return text.to_string();
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if c.is_control() {
+        if unsafe_to_show(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
     }
     out
+}
+
+/// Control characters (ESC sequences, carriage returns) and the invisible format
+/// characters that reorder or hide text (bidi overrides and isolates, zero-width
+/// characters): a line with them could look like another sender's, or the system's.
+fn unsafe_to_show(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// `name(id)`.
@@ -177,6 +188,10 @@ mod tests {
         assert_eq!(clean("a\nb\u{1b}[2J"), "a\\nb\\u{1b}[2J");
         let line = incoming(&msg(None, "x\ny"));
         assert!(!line.contains('\n'));
+        // A right-to-left override would show "evil" reversed, hiding what follows.
+        assert_eq!(clean("a\u{202E}live"), "a\\u{202e}live");
+        assert_eq!(clean("ali\u{200B}ce"), "ali\\u{200b}ce");
+        assert_eq!(clean("plain ünïcode"), "plain ünïcode");
     }
 
     #[test]

@@ -123,6 +123,10 @@ enum AdminAction {
     Grant { name: String },
     /// Makes an admin an ordinary user again.
     Revoke { name: String },
+    /// Sets a user's password, read as the first line of standard input, and revokes
+    /// every session token of the account (its live session, if any, ends at its next
+    /// login).
+    ResetPassword { name: String },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -221,11 +225,12 @@ fn days(days: f64, flag: &str) -> anyhow::Result<Duration> {
 
 /// Runs `chatd admin ...` against the configured store, then exits.
 async fn admin(config: &Config, action: &AdminAction) -> anyhow::Result<()> {
-    let (store, _log) = chat_server::open_store(config).await?;
     let (name, admin) = match action {
         AdminAction::Grant { name } => (name, true),
         AdminAction::Revoke { name } => (name, false),
+        AdminAction::ResetPassword { name } => return reset_password(config, name).await,
     };
+    let (store, _log) = chat_server::open_store(config).await?;
     let result = store.set_admin(name, admin).await;
     store.close().await;
     let user = result.with_context(|| format!("cannot change user {name}"))?;
@@ -235,6 +240,43 @@ async fn admin(config: &Config, action: &AdminAction) -> anyhow::Result<()> {
         user.name,
         user.id,
         if admin { "an admin" } else { "not an admin" }
+    );
+    Ok(())
+}
+
+/// `chatd admin reset-password NAME`: the new password is the first line of stdin.
+async fn reset_password(config: &Config, name: &str) -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the new password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    let chars = password.chars().count();
+    anyhow::ensure!(
+        (1..=128).contains(&chars),
+        "the new password must be 1 to 128 characters (the first line of standard input)"
+    );
+    let passwords =
+        chat_server::password::Passwords::new(config.hash_cost).map_err(anyhow::Error::msg)?;
+    let hash = passwords.hash(password).await.map_err(anyhow::Error::msg)?;
+    let (store, _log) = chat_server::open_store(config).await?;
+    let result = async {
+        let user = store
+            .credentials_by_name(name)
+            .await?
+            .ok_or(chat_server::store::StoreError::NotFound("no such user"))?
+            .user;
+        store.set_password(user.id, &hash).await?;
+        let revoked = store.revoke_tokens(user.id).await?;
+        Ok::<_, chat_server::store::StoreError>((user, revoked))
+    }
+    .await;
+    store.close().await;
+    let (user, revoked) = result.with_context(|| format!("cannot reset the password of {name}"))?;
+    tracing::info!(user = user.id, revoked, "password reset by the operator");
+    println!(
+        "{} ({}): password set; {revoked} session token(s) revoked",
+        user.name, user.id
     );
     Ok(())
 }

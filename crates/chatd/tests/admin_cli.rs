@@ -1,5 +1,6 @@
-//! `chatd admin grant|revoke NAME` on the store of a running server: the user becomes an
-//! admin (the login reply says so, admin ops work), then an ordinary user again.
+//! `chatd admin grant|revoke|reset-password NAME` on the store of a running server: the
+//! user becomes an admin (the login reply says so, admin ops work), then an ordinary user
+//! again; its password is reset and its tokens revoked. The store file is private.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -122,5 +123,55 @@ async fn grant_and_revoke_work_on_a_live_store() {
         "granting an unknown user succeeded"
     );
 
+    // The store file is the server user's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&db).expect("db").permissions().mode();
+    assert_eq!(mode & 0o077, 0, "store file mode {mode:o}");
+
+    // reset-password: the new password works; the old one and every token do not.
+    let token = alice.request(login.clone()).await["token"].clone();
+    assert!(token.is_string());
+    let reset = reset_password(&db, "alice", "new secret\n").await;
+    assert!(reset.status.success(), "{reset:?}");
+    // Each of alice's three password logins made a token.
+    let said = String::from_utf8_lossy(&reset.stdout);
+    assert!(
+        said.contains("password set; 3 session token(s) revoked"),
+        "{said}"
+    );
+    let mut other = Line::connect(&addr).await;
+    let reply = other.request(json!({"op": "login", "token": token})).await;
+    assert_eq!(reply["error"]["code"], "auth_failed", "{reply}");
+    let reply = other.request(login.clone()).await;
+    assert_eq!(reply["error"]["code"], "auth_failed", "{reply}");
+    let reply = other
+        .request(json!({"op": "login", "name": "alice", "password": "new secret"}))
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let empty = reset_password(&db, "alice", "").await;
+    assert!(!empty.status.success(), "an empty password was set");
+    let unknown = reset_password(&db, "nobody", "pw\n").await;
+    assert!(!unknown.status.success(), "reset the password of nobody");
+
     server.kill().await.expect("kill");
+}
+
+async fn reset_password(db: &std::path::Path, name: &str, stdin: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .arg("--db")
+        .arg(db)
+        .args(["--hash-memory-kib", "8", "--hash-iterations", "1"])
+        .args(["admin", "reset-password", name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run chatd admin reset-password");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.as_bytes())
+        .await
+        .expect("write stdin");
+    drop(input);
+    child.wait_with_output().await.expect("wait")
 }

@@ -51,6 +51,21 @@ pub struct Login {
     pub token: Option<String>,
 }
 
+/// Change the caller's password: the current one, then the new one. With
+/// `logout_everywhere` (the default) every session token of the account is revoked and
+/// the caller gets a new one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangePassword {
+    pub password: String,
+    pub new_password: String,
+    #[serde(default = "yes")]
+    pub logout_everywhere: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// A request naming another user: `add_friend`, `remove_friend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRef {
@@ -226,6 +241,8 @@ pub enum Request {
     Register(Register),
     Login(Login),
     Logout,
+    LogoutAll,
+    ChangePassword(ChangePassword),
     Whoami,
     Users,
     AddFriend(UserRef),
@@ -271,6 +288,8 @@ impl Request {
             Request::Register(_) => "register",
             Request::Login(_) => "login",
             Request::Logout => "logout",
+            Request::LogoutAll => "logout_all",
+            Request::ChangePassword(_) => "change_password",
             Request::Whoami => "whoami",
             Request::Users => "users",
             Request::AddFriend(_) => "add_friend",
@@ -400,6 +419,8 @@ pub fn parse(frame: &[u8]) -> Result<(Rid, Request), BadRequest> {
         "register" => fields(frame).map(Request::Register),
         "login" => fields(frame).map(Request::Login),
         "logout" => Ok(Request::Logout),
+        "logout_all" => Ok(Request::LogoutAll),
+        "change_password" => fields(frame).map(Request::ChangePassword),
         "whoami" => Ok(Request::Whoami),
         "users" => Ok(Request::Users),
         "add_friend" => fields(frame).map(Request::AddFriend),

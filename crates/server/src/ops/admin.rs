@@ -12,7 +12,7 @@ use chat_proto::Event;
 use tokio::io::AsyncWrite;
 
 use super::auth::now_ms;
-use super::check_len;
+use super::check_text;
 use crate::dialect::Dialect;
 use crate::error::{OpError, OpResult};
 use crate::hub::Frame;
@@ -40,7 +40,7 @@ pub(crate) async fn kick<W: AsyncWrite + Unpin, D: Dialect>(
 ) -> OpResult {
     admin(s).await?;
     if let Some(reason) = &req.reason {
-        check_len("reason", reason, 0, s.ctx.config.max_text)?;
+        check_text("reason", reason, 0, s.ctx.config.max_text)?;
     }
     if s.ctx.store.user(req.id).await?.is_none() {
         return Err(OpError::new(
@@ -96,7 +96,7 @@ pub(crate) async fn broadcast<W: AsyncWrite + Unpin, D: Dialect>(
     req: Broadcast,
 ) -> OpResult {
     admin(s).await?;
-    check_len("text", &req.text, 1, s.ctx.config.max_text)?;
+    check_text("text", &req.text, 1, s.ctx.config.max_text)?;
     let me = s.user()?.clone();
     tracing::info!(admin = me.id, "admin: broadcast");
     let event = Event::Broadcast {

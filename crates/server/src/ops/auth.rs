@@ -154,7 +154,9 @@ pub(crate) async fn login<W: AsyncWrite + Unpin, D: Dialect>(
 
 /// Registrations and password logins are limited per source address: guessing
 /// passwords must be slow.
-fn check_attempts<W: AsyncWrite + Unpin, D: Dialect>(s: &Session<W, D>) -> Result<(), OpError> {
+pub(crate) fn check_attempts<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &Session<W, D>,
+) -> Result<(), OpError> {
     if s.ctx.auth_limits.take(s.peer) {
         Ok(())
     } else {

@@ -13,7 +13,7 @@ use chat_proto::{Event, GroupId, UserId};
 use tokio::io::AsyncWrite;
 
 use super::auth::member;
-use super::{check_len, check_name};
+use super::{check_name, check_text};
 use crate::dialect::Dialect;
 use crate::error::{OpError, OpResult};
 use crate::hub::{Frame, Hub};
@@ -59,7 +59,7 @@ pub(crate) async fn create_group<W: AsyncWrite + Unpin, D: Dialect>(
 ) -> OpResult {
     let me = s.user()?.id;
     check_name("group name", &req.name)?;
-    check_len("desc", &req.desc, 0, MAX_DESC)?;
+    check_text("desc", &req.desc, 0, MAX_DESC)?;
     let settings = GroupSettings {
         open: req.open,
         shared_history: req.shared_history,

@@ -10,7 +10,7 @@ use tokio::io::AsyncWrite;
 
 use chat_proto::ErrorCode;
 
-use super::check_len;
+use super::{check_len, check_text};
 use crate::dialect::Dialect;
 use crate::error::{OpError, OpResult};
 use crate::session::Session;
@@ -22,7 +22,7 @@ pub(crate) async fn send<W: AsyncWrite + Unpin, D: Dialect>(
     req: Send,
 ) -> OpResult {
     let me = s.user()?;
-    check_len("text", &req.text, 1, s.ctx.config.max_text)?;
+    check_text("text", &req.text, 1, s.ctx.config.max_text)?;
     check_not_muted(s)?;
     if req.to == me.id {
         return Err(OpError::bad_request(
@@ -50,7 +50,7 @@ pub(crate) async fn group_send<W: AsyncWrite + Unpin, D: Dialect>(
     req: GroupSend,
 ) -> OpResult {
     let me = s.user()?;
-    check_len("text", &req.text, 1, s.ctx.config.max_text)?;
+    check_text("text", &req.text, 1, s.ctx.config.max_text)?;
     check_not_muted(s)?;
     check_cmid(req.cmid.as_deref())?;
     let msg = (s.ctx.store)

@@ -9,6 +9,7 @@
 //! - [`conversations`]: conversations, read, typing, sync
 //! - [`misc`]: users, ping, echo
 
+pub(crate) mod account;
 pub(crate) mod admin;
 pub(crate) mod auth;
 pub(crate) mod conversations;
@@ -34,6 +35,8 @@ pub(crate) async fn dispatch<W: AsyncWrite + Unpin, D: Dialect>(
         Request::Register(r) => auth::register(s, rid, r).await,
         Request::Login(r) => auth::login(s, rid, r).await,
         Request::Logout => auth::logout(s, rid).await,
+        Request::LogoutAll => account::logout_all(s, rid).await,
+        Request::ChangePassword(r) => account::change_password(s, rid, r).await,
         Request::Whoami => auth::whoami(s, rid),
         Request::Users => misc::users(s, rid).await,
         Request::AddFriend(r) => friends::add_friend(s, rid, r).await,
@@ -84,6 +87,24 @@ pub(crate) fn check_name(what: &str, name: &str) -> Result<(), OpError> {
     if name.chars().any(char::is_control) {
         return Err(OpError::bad_request(format!(
             "{what} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a text that people read (a message, a description, a broadcast): its length in
+/// characters, and no control characters but newline and tab. An ESC or a carriage
+/// return in a message could rewrite a terminal client's screen or fake a line from the
+/// system; NUL ends a classic frame.
+pub(crate) fn check_text(what: &str, text: &str, min: usize, max: usize) -> Result<(), OpError> {
+    check_len(what, text, min, max)?;
+    if let Some(c) = text
+        .chars()
+        .find(|c| c.is_control() && *c != '\n' && *c != '\t')
+    {
+        return Err(OpError::bad_request(format!(
+            "{what} must not contain control characters (found U+{:04X}); newline and tab are allowed",
+            u32::from(c)
         )));
     }
     Ok(())

@@ -220,6 +220,10 @@ pub trait Store: Send + Sync + 'static {
     /// The user a token belongs to, if it exists and has not expired at `now_ms`.
     async fn token_user(&self, token_hash: &[u8], now_ms: i64) -> StoreResult<Option<User>>;
     async fn delete_token(&self, token_hash: &[u8]) -> StoreResult<()>;
+    /// Revokes every session token of `user` ("log out everywhere"); returns how many.
+    async fn revoke_tokens(&self, user: UserId) -> StoreResult<u64>;
+    /// Replaces `user`'s password hash (`NotFound` for no such user).
+    async fn set_password(&self, user: UserId, password_hash: &str) -> StoreResult<()>;
 
     /// Asks `friend` to be friends, or accepts its request if it made one; `NotFound`,
     /// `Conflict` (already friends, or already asked), `Forbidden` (either blocks the

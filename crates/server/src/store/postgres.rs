@@ -1370,6 +1370,32 @@ impl Store for PgStore {
         self.write(|reply| Write::DeleteToken { hash, reply }).await
     }
 
+    async fn revoke_tokens(&self, user: UserId) -> StoreResult<u64> {
+        self.read(|c| async move {
+            let stmt = c
+                .prepare_cached("DELETE FROM tokens WHERE user_id = $1")
+                .await?;
+            Ok(c.execute(&stmt, &[&user]).await?)
+        })
+        .await
+    }
+
+    async fn set_password(&self, user: UserId, password_hash: &str) -> StoreResult<()> {
+        let hash = password_hash.to_string();
+        let changed = self
+            .read(|c| async move {
+                let stmt = c
+                    .prepare_cached("UPDATE users SET password_hash = $2 WHERE id = $1")
+                    .await?;
+                Ok(c.execute(&stmt, &[&user, &hash]).await?)
+            })
+            .await?;
+        if changed == 0 {
+            return Err(StoreError::NotFound("no such user"));
+        }
+        Ok(())
+    }
+
     async fn add_friend(&self, user: UserId, friend: UserId) -> StoreResult<Befriended> {
         in_tx!(self, tx => consent::add_friend(&tx, user, friend))
     }

@@ -31,6 +31,7 @@ use super::{
 
 mod consent;
 mod conv;
+mod perms;
 
 use crate::config::Durability;
 use conv::ConvTouch;
@@ -121,6 +122,9 @@ impl SqliteStore {
     /// Opens (creating and migrating if needed) the database at `path` and starts the
     /// writer thread. Returns the store and its commit log.
     pub fn open(path: &Path, durability: Durability) -> StoreResult<(SqliteStore, CommitLog)> {
+        perms::restrict(path).map_err(|e| {
+            StoreError::Internal(format!("cannot create or protect {}: {e}", path.display()))
+        })?;
         let mut conn = Connection::open(path).map_err(sql_error)?;
         let sync = match durability {
             Durability::Full => "FULL",
@@ -1142,6 +1146,29 @@ impl Store for SqliteStore {
     async fn delete_token(&self, token_hash: &[u8]) -> StoreResult<()> {
         let hash = token_hash.to_vec();
         self.write(|reply| Write::DeleteToken { hash, reply }).await
+    }
+
+    async fn revoke_tokens(&self, user: UserId) -> StoreResult<u64> {
+        let n = self
+            .side_write(move |c| c.execute("DELETE FROM tokens WHERE user_id = ?1", [user]))
+            .await?;
+        Ok(n as u64)
+    }
+
+    async fn set_password(&self, user: UserId, password_hash: &str) -> StoreResult<()> {
+        let hash = password_hash.to_string();
+        let changed = self
+            .side_write(move |c| {
+                c.execute(
+                    "UPDATE users SET password_hash = ?2 WHERE id = ?1",
+                    params![user, hash],
+                )
+            })
+            .await?;
+        if changed == 0 {
+            return Err(StoreError::NotFound("no such user"));
+        }
+        Ok(())
     }
 
     async fn add_friend(&self, user: UserId, friend: UserId) -> StoreResult<Befriended> {

@@ -293,3 +293,88 @@ async fn the_client_library_talks_to_the_server() {
     let err = alice.send(bob_id, "").await.unwrap_err();
     assert_eq!(err.code(), Some(chat_proto::ErrorCode::BadRequest));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_password_revokes_every_earlier_token_unless_told_not_to() {
+    let server = TestServer::start().await;
+    let (mut alice, _) = server.register("alice").await;
+    let (first, _) = alice
+        .login(json!({"name": "alice", "password": PASSWORD}))
+        .await;
+    let old_token = first["token"].clone();
+
+    // The current password is checked.
+    let reply = alice
+        .request(json!({"op": "change_password", "password": "wrong", "new_password": "n3w"}))
+        .await;
+    assert_eq!(reply["error"]["code"], "auth_failed", "{reply}");
+    alice
+        .expect_err(
+            json!({"op": "change_password", "password": PASSWORD, "new_password": ""}),
+            "bad_request",
+        )
+        .await;
+
+    let reply = alice
+        .ok(json!({"op": "change_password", "password": PASSWORD, "new_password": "n3w"}))
+        .await;
+    let new_token = reply["token"].clone();
+    assert!(new_token.is_string() && new_token != old_token, "{reply}");
+    // The session goes on; the old token and password are worthless, the new ones work.
+    alice.ok(json!({"op": "whoami"})).await;
+    let mut other = server.connect().await;
+    let reply = other
+        .request(json!({"op": "login", "token": old_token}))
+        .await;
+    assert_eq!(reply["error"]["code"], "auth_failed", "{reply}");
+    let reply = other
+        .request(json!({"op": "login", "name": "alice", "password": PASSWORD}))
+        .await;
+    assert_eq!(reply["error"]["code"], "auth_failed", "{reply}");
+    let (reply, _) = other.login(json!({"token": new_token})).await;
+    assert_eq!(reply["user"]["name"], "alice");
+    let kept_token = reply["token"].clone();
+
+    // Without logout_everywhere, earlier tokens stay valid.
+    let reply = other
+        .ok(
+            json!({"op": "change_password", "password": "n3w", "new_password": "n3w2",
+                   "logout_everywhere": false}),
+        )
+        .await;
+    assert!(reply.get("token").is_none(), "{reply}");
+    let mut third = server.connect().await;
+    third.login(json!({"token": kept_token})).await;
+    third.login_name("alice", "n3w2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_all_ends_the_session_and_every_token() {
+    let server = TestServer::start().await;
+    let (mut phone, _) = server.register("alice").await;
+    let (reply, _) = phone
+        .login(json!({"name": "alice", "password": PASSWORD}))
+        .await;
+    let phone_token = reply["token"].clone();
+    // A second device logs in (the phone's session is replaced, its token kept).
+    let mut laptop = server.connect().await;
+    let (reply, _) = laptop
+        .login(json!({"name": "alice", "password": PASSWORD}))
+        .await;
+    let laptop_token = reply["token"].clone();
+    phone.expect_kicked("logged_in_elsewhere").await;
+
+    laptop.ok(json!({"op": "logout_all"})).await;
+    // Logged out here...
+    laptop
+        .expect_err(json!({"op": "whoami"}), "unauthenticated")
+        .await;
+    // ...and no token of the account works any more, wherever it is kept.
+    for token in [phone_token, laptop_token] {
+        let mut device = server.connect().await;
+        let reply = device.request(json!({"op": "login", "token": token})).await;
+        assert_eq!(reply["error"]["code"], "auth_failed", "{reply}");
+    }
+    // The password still does.
+    laptop.login_name("alice", PASSWORD).await;
+}

@@ -308,7 +308,9 @@ async fn the_sender_is_the_session_user_and_text_arrives_intact() {
     let (_carol, carol_id) = server.register("carol").await;
 
     // A forged sender is ignored: the message is alice's.
-    let text = "line one\nline two\r\n\ttab \"quoted\" \\ \u{2028} 🎉 ünïcödé \u{0}";
+    // (Control characters but newline and tab are refused: see
+    // control_characters_in_text_are_refused_but_newline_and_tab_pass.)
+    let text = "line one\nline two\n\ttab \"quoted\" \\ \u{2028} 🎉 ünïcödé";
     let reply = alice
         .ok(json!({"op": "send", "to": bob_id, "text": text, "from": carol_id, "from_name": "carol"}))
         .await;
@@ -381,4 +383,41 @@ async fn a_slow_consumer_is_disconnected_and_loses_nothing() {
         .await;
     let got: Vec<i64> = pending.iter().map(|m| m["id"].as_i64().unwrap()).collect();
     assert_eq!(got, sent, "every message once, in id order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_in_text_are_refused_but_newline_and_tab_pass() {
+    let server = TestServer::start().await;
+    let (mut alice, _) = server.user("alice").await;
+    let (mut bob, bob_id) = server.user("bob").await;
+    let group = alice.create_group("g").await;
+    for text in [
+        "\u{1b}[2J\u{1b}[Hsystem: password expired",
+        "nul\u{0}byte",
+        "cr\rover",
+    ] {
+        alice
+            .expect_err(
+                json!({"op": "send", "to": bob_id, "text": text}),
+                "bad_request",
+            )
+            .await;
+        alice
+            .expect_err(
+                json!({"op": "group_send", "group": group, "text": text}),
+                "bad_request",
+            )
+            .await;
+        alice
+            .expect_err(
+                json!({"op": "create_group", "name": "x", "desc": text}),
+                "bad_request",
+            )
+            .await;
+    }
+    // Nothing of it reached bob: his first message is the one that passes, unchanged.
+    let sent = alice.send_msg(bob_id, "two\nlines\tand a tab").await;
+    let got = bob.next_msg().await;
+    assert_eq!(got["id"], sent["id"]);
+    assert_eq!(got["text"], "two\nlines\tand a tab");
 }
