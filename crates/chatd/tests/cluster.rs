@@ -354,6 +354,7 @@ async fn admin_broadcast_mute_and_kick_across_nodes() {
     let services = services!("admin_broadcast_mute_and_kick_across_nodes");
     let cluster = Cluster::start(&services, 2).await;
     let (mut root, root_id) = cluster.user(1, "root").await;
+    cluster.grant("root").await;
     let (mut bob, bob_id) = cluster.user(2, "bob").await;
     let (mut carol, carol_id) = cluster.user(2, "carol").await;
 

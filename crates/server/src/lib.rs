@@ -32,6 +32,7 @@ pub mod error;
 pub mod hub;
 pub mod limits;
 pub mod mutes;
+pub mod names;
 pub(crate) mod ops;
 pub mod password;
 pub mod server;

@@ -92,6 +92,7 @@ pub async fn run(
         None => None,
     };
     let (store, commits) = open_store(&config).await?;
+    let admins = resolve_admins(store.as_ref(), &config.admins).await?;
     let mutes = Mutes::new(
         store
             .mutes(crate::ops::auth::now_ms())
@@ -135,6 +136,7 @@ pub async fn run(
         ),
         mutes,
         blocks,
+        admins,
         stop: StopSwitch::default(),
         trust_order: config.cluster.is_none(),
     });
@@ -199,4 +201,28 @@ pub async fn run(
     let _ = dispatcher.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The ids of the users `--admins` names. A name no user has is refused: granting it
+/// would make whoever registers that name first an admin.
+async fn resolve_admins(
+    store: &dyn Store,
+    names: &[String],
+) -> Result<std::collections::HashSet<chat_proto::UserId>, ServerError> {
+    let mut ids = std::collections::HashSet::new();
+    for name in names {
+        let user = store
+            .credentials_by_name(name)
+            .await
+            .map_err(|e| ServerError::Store(e.to_string()))?
+            .ok_or_else(|| {
+                ServerError::Config(format!(
+                    "--admins: no user is named {name:?}; register it first (or grant rights \
+                     with `chatd admin grant NAME`)"
+                ))
+            })?
+            .user;
+        ids.insert(user.id);
+    }
+    Ok(ids)
 }

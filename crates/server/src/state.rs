@@ -27,6 +27,9 @@ pub struct Ctx {
     pub mutes: Mutes,
     /// Who blocks whom.
     pub blocks: Blocks,
+    /// The users `--admins` names, resolved at start: the rights go to accounts that
+    /// existed then, never to whoever registers a listed name later.
+    pub admins: std::collections::HashSet<chat_proto::UserId>,
     /// Asks the server to shut down (the `shutdown` op).
     pub stop: StopSwitch,
     /// Live messages reach this node's sessions in commit order after the login replay

@@ -243,8 +243,6 @@ impl Cluster {
             .args(["--node-id", &format!("n{i}")])
             .args(["--hash-memory-kib", "8", "--hash-iterations", "1"])
             .args(["--auth-rate", "100000", "--auth-burst", "100000"])
-            // The user named `root` is an admin on every node (the admin tests use it).
-            .args(["--admins", "root"])
             .args(["--shutdown-grace", "1"])
             // `users` lists everyone online (not only friends): the tests read the
             // presence replica of every node through it.
@@ -308,6 +306,18 @@ impl Cluster {
         let (mut conn, id) = self.register(i, name).await;
         conn.login(name).await;
         (conn, id)
+    }
+
+    /// Makes `name` an admin with `chatd admin grant` on the cluster's store, as an
+    /// operator would (`--admins` takes only names that exist when a node starts).
+    pub(crate) async fn grant(&self, name: &str) {
+        let out = Command::new(env!("CARGO_BIN_EXE_chatd"))
+            .args(["--db", &self.db_url])
+            .args(["admin", "grant", name])
+            .output()
+            .await
+            .expect("run chatd admin grant");
+        assert!(out.status.success(), "chatd admin grant {name}: {out:?}");
     }
 
     /// Kills node `i` with SIGKILL (no shutdown of any kind) and waits for it to be gone.

@@ -26,7 +26,7 @@ pub(crate) async fn admin<W: AsyncWrite + Unpin, D: Dialect>(
     s: &Session<W, D>,
 ) -> Result<(), OpError> {
     let me = s.user()?;
-    if s.ctx.config.admins.contains(&me.name) || s.ctx.store.is_admin(me.id).await? {
+    if s.ctx.admins.contains(&me.id) || s.ctx.store.is_admin(me.id).await? {
         Ok(())
     } else {
         Err(OpError::forbidden("only an admin may do that"))

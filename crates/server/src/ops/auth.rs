@@ -109,7 +109,7 @@ pub(crate) async fn login<W: AsyncWrite + Unpin, D: Dialect>(
     // One read for everything the reply needs. Pending messages are read after the
     // session is in the hub (see `Session::catch_up`), so none can slip between the two.
     let snapshot = s.ctx.store.snapshot(user.id).await?;
-    let admin = snapshot.admin || s.ctx.config.admins.contains(&user.name);
+    let admin = snapshot.admin || s.ctx.admins.contains(&user.id);
     let friend_ids: Vec<_> = snapshot.friends.iter().map(|f| f.id).collect();
     let fresh = s.start_login(user.clone(), token_hash(&token), friend_ids);
     // In a cluster, this node listens to the user's and the groups' channels before the

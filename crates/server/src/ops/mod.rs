@@ -76,20 +76,12 @@ pub(crate) async fn dispatch<W: AsyncWrite + Unpin, D: Dialect>(
     }
 }
 
-/// Checks a name (of a user or a group): 1 to 32 characters, no control characters.
+/// Checks a name (of a user or a group): see [`crate::names`].
 pub(crate) fn check_name(what: &str, name: &str) -> Result<(), OpError> {
-    let chars = name.chars().count();
-    if chars == 0 || chars > 32 {
-        return Err(OpError::bad_request(format!(
-            "{what} must be 1 to 32 characters"
-        )));
+    match crate::names::name_problem(name) {
+        Some(problem) => Err(OpError::bad_request(format!("{what} {problem}"))),
+        None => Ok(()),
     }
-    if name.chars().any(char::is_control) {
-        return Err(OpError::bad_request(format!(
-            "{what} must not contain control characters"
-        )));
-    }
-    Ok(())
 }
 
 /// Checks a text that people read (a message, a description, a broadcast): its length in

@@ -89,7 +89,45 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("../../migrations/postgres/0008_consent.sql"),
     ),
+    (
+        9,
+        include_str!("../../migrations/postgres/0009_name_keys.sql"),
+    ),
 ];
+
+/// Gives every user without a name key its key (see the migration `0009_name_keys`).
+async fn fill_name_keys(client: &mut Client) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let users = tx
+        .query(
+            "SELECT id, name FROM users WHERE name_key IS NULL ORDER BY id",
+            &[],
+        )
+        .await?;
+    for row in users {
+        let (id, name): (UserId, String) = (row.try_get(0)?, row.try_get(1)?);
+        let key = crate::names::name_key(&name);
+        let taken = tx
+            .query_opt(
+                "SELECT 1 FROM users WHERE name_key = $1 AND id <> $2",
+                &[&key, &id],
+            )
+            .await?
+            .is_some();
+        let key = if taken {
+            tracing::warn!(
+                user = id,
+                "a user's name looks like another's; it keeps its own key"
+            );
+            format!("{key}#{id}")
+        } else {
+            key
+        };
+        tx.execute("UPDATE users SET name_key = $2 WHERE id = $1", &[&id, &key])
+            .await?;
+    }
+    tx.commit().await
+}
 
 /// Serialises migrations of one schema between nodes (a session-level lock, at start only).
 const LOCK_MIGRATIONS: &str =
@@ -291,6 +329,7 @@ async fn migrate(config: &tokio_postgres::Config) -> StoreResult<()> {
             }
             tx.commit().await?;
         }
+        fill_name_keys(&mut client).await?;
         client.execute(UNLOCK_MIGRATIONS, &[]).await?;
         Ok(())
     })
@@ -1050,9 +1089,9 @@ impl Writer {
     async fn create_user(&mut self, name: &str, hash: &str) -> StoreResult<User> {
         let row = self
             .query_opt(
-                "INSERT INTO users (name, password_hash, created_ms) VALUES ($1, $2, $3) \
-                 ON CONFLICT (name) DO NOTHING RETURNING id",
-                &[&name, &hash, &now_ms()],
+                "INSERT INTO users (name, name_key, password_hash, created_ms) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING id",
+                &[&name, &crate::names::name_key(name), &hash, &now_ms()],
             )
             .await?;
         let Some(row) = row else {
@@ -1302,12 +1341,12 @@ impl Store for PgStore {
     }
 
     async fn credentials_by_name(&self, name: &str) -> StoreResult<Option<Credentials>> {
-        let name = name.to_string();
+        let key = crate::names::name_key(name);
         self.read(|c| async move {
             credentials(
                 &c,
-                "SELECT id, name, password_hash FROM users WHERE name = $1",
-                &name,
+                "SELECT id, name, password_hash FROM users WHERE name_key = $1",
+                &key,
             )
             .await
         })
@@ -1692,13 +1731,13 @@ impl Store for PgStore {
     }
 
     async fn set_admin(&self, name: &str, admin: bool) -> StoreResult<User> {
-        let name = name.to_string();
+        let key = crate::names::name_key(name);
         let row = self
             .read(|c| async move {
                 opt_row(
                     &c,
-                    "UPDATE users SET admin = $2 WHERE name = $1 RETURNING id, name",
-                    &[&name, &admin],
+                    "UPDATE users SET admin = $2 WHERE name_key = $1 RETURNING id, name",
+                    &[&key, &admin],
                 )
                 .await
             })

@@ -61,6 +61,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/sqlite/0005_conversations.sql"),
     ),
     (8, include_str!("../../migrations/sqlite/0008_consent.sql")),
+    (
+        9,
+        include_str!("../../migrations/sqlite/0009_name_keys.sql"),
+    ),
 ];
 
 /// A history page ends before message `?2`: before its seq in conversation `?1` (ids do not
@@ -307,7 +311,42 @@ fn apply_migrations(conn: &mut Connection) -> StoreResult<()> {
         }
         tx.commit().map_err(sql_error)?;
     }
-    Ok(())
+    fill_name_keys(conn)
+}
+
+/// Gives every user without a name key its key (see the migration `0009_name_keys`).
+fn fill_name_keys(conn: &mut Connection) -> StoreResult<()> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql_error)?;
+    let users: Vec<(UserId, String)> = tx
+        .prepare("SELECT id, name FROM users WHERE name_key IS NULL ORDER BY id")
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .map_err(sql_error)?;
+    for (id, name) in &users {
+        let key = crate::names::name_key(name);
+        let set = tx
+            .execute(
+                "UPDATE OR IGNORE users SET name_key = ?2 WHERE id = ?1",
+                params![id, key],
+            )
+            .map_err(sql_error)?;
+        if set == 0 {
+            tracing::warn!(
+                user = id,
+                "a user's name looks like another's; it keeps its own key"
+            );
+            tx.execute(
+                "UPDATE users SET name_key = ?2 WHERE id = ?1",
+                params![id, format!("{key}#{id}")],
+            )
+            .map_err(sql_error)?;
+        }
+    }
+    tx.commit().map_err(sql_error)
 }
 
 /// The last message id given out: never below one already used, even when the newest
@@ -604,10 +643,12 @@ impl Writer {
         let inserted = self
             .conn
             .prepare_cached(
-                "INSERT INTO users (name, password_hash, created_ms) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (name) DO NOTHING",
+                "INSERT INTO users (name, name_key, password_hash, created_ms) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
             )
-            .and_then(|mut s| s.execute(params![name, hash, now_ms()]))
+            .and_then(|mut s| {
+                s.execute(params![name, crate::names::name_key(name), hash, now_ms()])
+            })
             .map_err(sql_error)?;
         if inserted == 0 {
             return Err(StoreError::Conflict("that name is taken"));
@@ -1073,12 +1114,12 @@ impl Store for SqliteStore {
     }
 
     async fn credentials_by_name(&self, name: &str) -> StoreResult<Option<Credentials>> {
-        let name = name.to_string();
+        let key = crate::names::name_key(name);
         self.read(move |c| {
             credentials(
                 c,
-                "SELECT id, name, password_hash FROM users WHERE name = ?1",
-                name,
+                "SELECT id, name, password_hash FROM users WHERE name_key = ?1",
+                key,
             )
         })
         .await
@@ -1450,12 +1491,12 @@ impl Store for SqliteStore {
     }
 
     async fn set_admin(&self, name: &str, admin: bool) -> StoreResult<User> {
-        let name = name.to_string();
+        let key = crate::names::name_key(name);
         let user = self
             .side_write(move |c| {
                 c.query_row(
-                    "UPDATE users SET admin = ?2 WHERE name = ?1 RETURNING id, name",
-                    params![name, admin],
+                    "UPDATE users SET admin = ?2 WHERE name_key = ?1 RETURNING id, name",
+                    params![key, admin],
                     |r| {
                         Ok(User {
                             id: r.get(0)?,

@@ -12,6 +12,7 @@
 //! - `messages`: one-to-one messages, pending delivery, acks, history.
 //! - `groups`: create, join, leave, delete, members, group messages and history.
 //! - `invites`: closed groups, invitations, group admins, removals, shared history.
+//! - `names`: look-alike and invisible names, `--admins` bound to existing accounts.
 //! - `limits`: overload protection: connection limit, request and login rate limits.
 //! - `sessions`: second login, login and idle timeouts, shutdown, restart.
 #![allow(clippy::unwrap_used)]
@@ -27,6 +28,7 @@ mod invites;
 mod limits;
 mod messages;
 mod migrate;
+mod names;
 mod sessions;
 mod util;
 

@@ -9,10 +9,11 @@ use crate::util::StoreKind;
 
 /// The schema of the previous version, with: alice (1), bob (2), carol (3); group 1 by
 /// alice, which bob joined after message 2; messages 1 and 2 alice to bob, 3 in the
-/// group, 4 carol to bob, 5 in the group; bob acked up to 3.
+/// group, 4 carol to bob, 5 in the group; bob acked up to 3. And `ALICE` (4), a name
+/// the previous version let through beside `alice`.
 const OLD_DATA: &str = "
     INSERT INTO users (id, name, password_hash, created_ms) VALUES
-        (1, 'alice', 'h', 0), (2, 'bob', 'h', 0), (3, 'carol', 'h', 0);
+        (1, 'alice', 'h', 0), (2, 'bob', 'h', 0), (3, 'carol', 'h', 0), (4, 'ALICE', 'h', 0);
     INSERT INTO chat_groups (id, name, description, creator, created_ms) VALUES (1, 'g', '', 1, 0);
     INSERT INTO group_members (group_id, user_id, role, joined_after) VALUES
         (1, 1, 'creator', 0), (1, 2, 'member', 2);
@@ -62,7 +63,7 @@ async fn old_store() -> (Box<dyn Store>, Box<dyn std::any::Any>) {
                  CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL); \
                  INSERT INTO schema_migrations VALUES (1, 0), (2, 0), (3, 0); {} \
                  UPDATE cluster_log SET last_msg_id = 5; \
-                 SELECT setval('users_id_seq', 3); SELECT setval('chat_groups_id_seq', 1);",
+                 SELECT setval('users_id_seq', 4); SELECT setval('chat_groups_id_seq', 1);",
                 schema.name,
                 include_str!("../../migrations/postgres/0001_init.sql"),
                 include_str!("../../migrations/postgres/0002_admin_expiry.sql"),
@@ -138,5 +139,18 @@ async fn a_store_of_the_previous_version_keeps_its_history_and_pending_messages(
     assert!(next.id > 5, "{}", next.id);
     let g = store.group_send(&alice_user, 1, "g3", None).await.unwrap();
     assert_eq!(g.seq, 3);
+
+    // Names are unique by their key now: the name `alice` is the first alice's; the
+    // second keeps its account (by id) and its name as registered; nobody can take a
+    // third look-alike.
+    let by_name = store.credentials_by_name("Alice").await.unwrap().unwrap();
+    assert_eq!(by_name.user.id, alice);
+    let second = store.credentials_by_id(4).await.unwrap().unwrap();
+    assert_eq!(second.user.name, "ALICE");
+    let taken = store.create_user("aLiCe", "h").await;
+    assert!(
+        matches!(taken, Err(chat_server::store::StoreError::Conflict(_))),
+        "{taken:?}"
+    );
     store.close().await;
 }

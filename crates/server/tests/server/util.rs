@@ -45,6 +45,9 @@ pub(crate) struct TestServer {
     /// The PostgreSQL schema, kept across restarts and dropped with the server.
     _schema: Option<PgSchema>,
     config: chat_server::Config,
+    /// The users `--admins` names, registered before the server started with them (it
+    /// refuses names no user has): `register` hands out their ids.
+    admins: Vec<(String, i64)>,
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), chat_server::ServerError>>>,
@@ -69,11 +72,28 @@ impl TestServer {
             }
         };
         tweak(&mut config);
+        let mut admins = Vec::new();
+        if !config.admins.is_empty() {
+            let mut first = config.clone();
+            first.admins.clear();
+            let (addr, stop, task) = spawn(first).await;
+            for name in &config.admins {
+                let id = Conn::connect(addr).await.register(name, PASSWORD).await;
+                admins.push((name.clone(), id));
+            }
+            let _ = stop.send(());
+            let stopped = tokio::time::timeout(WAIT, task).await;
+            assert!(
+                matches!(stopped, Ok(Ok(Ok(())))),
+                "the first server did not stop: {stopped:?}"
+            );
+        }
         let (addr, stop, task) = spawn(config.clone()).await;
         TestServer {
             _dir: dir,
             _schema: schema,
             config,
+            admins,
             addr,
             stop: Some(stop),
             task: Some(task),
@@ -118,6 +138,9 @@ impl TestServer {
     /// connection, not logged in, and the new user's id.
     pub(crate) async fn register(&self, name: &str) -> (Conn, i64) {
         let mut conn = self.connect().await;
+        if let Some((_, id)) = self.admins.iter().find(|(admin, _)| admin == name) {
+            return (conn, *id);
+        }
         let id = conn.register(name, PASSWORD).await;
         (conn, id)
     }
