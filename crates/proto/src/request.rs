@@ -362,7 +362,7 @@ pub struct BadRequest {
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow, default)]
-    op: Option<Cow<'a, str>>,
+    op: Option<&'a RawValue>,
     #[serde(borrow, default)]
     rid: Option<&'a RawValue>,
 }
@@ -375,9 +375,23 @@ fn rid_is_valid(raw: &RawValue) -> bool {
         || text.starts_with(|c: char| c.is_ascii_digit())
 }
 
+/// serde_json's message without its "at line L column C": the part a person needs.
+fn without_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.find(" at line ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
 /// Parses one frame (the bytes of one JSON object, without the line ending).
 pub fn parse(frame: &[u8]) -> Result<(Rid, Request), BadRequest> {
     let bad = |rid: Rid, message: String| BadRequest { rid, message };
+    // The whole line, not only the fields read: serde skips unknown fields unchecked.
+    let Ok(text) = std::str::from_utf8(frame) else {
+        return Err(bad(Rid::NONE, "not valid UTF-8".into()));
+    };
+    let frame = text.as_bytes();
     // Serde's derived structs would also read a JSON array, field by field: refuse it here.
     if frame.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         let message = match serde_json::from_slice::<serde::de::IgnoredAny>(frame) {
@@ -390,7 +404,8 @@ pub fn parse(frame: &[u8]) -> Result<(Rid, Request), BadRequest> {
         Ok(envelope) => envelope,
         Err(e) => {
             let message = if e.is_data() {
-                "a request must be a JSON object".to_string()
+                // A key given twice (`duplicate field `op``), or a mistyped `rid`.
+                format!("bad request: {}", without_position(&e))
             } else {
                 format!("not valid JSON: {e}")
             };
@@ -405,15 +420,11 @@ pub fn parse(frame: &[u8]) -> Result<(Rid, Request), BadRequest> {
     let Some(op) = envelope.op else {
         return Err(bad(rid, "missing field `op`".into()));
     };
+    let Ok(op) = serde_json::from_str::<Cow<'_, str>>(op.get()) else {
+        return Err(bad(rid, "`op` must be a string".into()));
+    };
     fn fields<'de, T: Deserialize<'de>>(frame: &'de [u8]) -> Result<T, String> {
-        serde_json::from_slice(frame).map_err(|e| {
-            // serde_json appends "at line L column C"; keep only the part a person needs.
-            let text = e.to_string();
-            match text.find(" at line ") {
-                Some(at) => text[..at].to_string(),
-                None => text,
-            }
-        })
+        serde_json::from_slice(frame).map_err(|e| without_position(&e))
     }
     let parsed = match op.as_ref() {
         "register" => fields(frame).map(Request::Register),
@@ -512,6 +523,24 @@ mod tests {
             .message
             .contains("unknown op"));
         assert!(parse(br#"{"op":"ping","rid":{}}"#).is_err());
+    }
+
+    #[test]
+    fn says_what_is_wrong_with_an_object() {
+        let err = parse(br#"{"op":"ping","op":"echo","rid":1}"#).unwrap_err();
+        assert!(
+            err.message.contains("duplicate field `op`"),
+            "{}",
+            err.message
+        );
+        let err = parse(br#"{"op":3,"rid":1}"#).unwrap_err();
+        assert_eq!(err.message, "`op` must be a string");
+        assert_eq!(err.rid.as_json(), "1");
+        // Invalid UTF-8 anywhere in the line, even in a field no op reads.
+        let err = parse(b"{\"op\":\"ping\",\"x\":\"\xff\"}").unwrap_err();
+        assert_eq!(err.message, "not valid UTF-8");
+        let (_, req) = parse(br#"{"op":"p\u0069ng"}"#).unwrap();
+        assert_eq!(req, Request::Ping);
     }
 
     #[test]

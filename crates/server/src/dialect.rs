@@ -91,6 +91,17 @@ pub(crate) fn sniff(first: &[u8]) -> Option<Protocol> {
     struct Probe {
         msgid: Option<serde::de::IgnoredAny>,
     }
+    // A NUL ends a classic request whatever came before it: judge the first frame alone,
+    // and a malformed one that names a `msgid` still means a classic client (its codec
+    // drops that frame and reads on).
+    if let Some(end) = rest.iter().position(|b| *b == 0) {
+        let frame = &rest[..end];
+        return match serde_json::from_slice::<Probe>(frame) {
+            Ok(Probe { msgid: Some(_) }) => Some(Protocol::Classic),
+            Err(_) if contains(frame, b"\"msgid\"") => Some(Protocol::Classic),
+            _ => Some(Protocol::Native),
+        };
+    }
     let mut objects = serde_json::Deserializer::from_slice(rest).into_iter::<Probe>();
     match objects.next() {
         Some(Ok(Probe { msgid: Some(_) })) => Some(Protocol::Classic),
@@ -98,6 +109,10 @@ pub(crate) fn sniff(first: &[u8]) -> Option<Protocol> {
         None => None,
         _ => Some(Protocol::Native),
     }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// A reader that first gives back bytes already read (while sniffing), then reads on.

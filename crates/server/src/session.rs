@@ -225,7 +225,16 @@ pub(crate) struct Session<W, D> {
 enum Step {
     Continue,
     Close,
+    /// Close a connection that sent more than it may: half-close, then read and drop
+    /// what it still sends, for a moment, before closing. Closing a socket with unread
+    /// input makes the kernel send a reset, and a reset can make the client's kernel
+    /// throw away the `kicked` frame it has not read yet.
+    CloseLingering,
 }
+
+/// How long a flooding connection's input is drained after its `kicked` (see
+/// [`Step::CloseLingering`]).
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
     fn new(ctx: Arc<Ctx>, accepted: Accepted, writer: W, dialect: D) -> Session<W, D> {
@@ -301,8 +310,15 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
                     }
                 }
             };
-            if let Step::Close = step {
-                break;
+            match step {
+                Step::Continue => {}
+                Step::Close => break,
+                Step::CloseLingering => {
+                    let _ = self.writer.shutdown().await;
+                    let drain = async { while frames.next().await.is_some() {} };
+                    let _ = tokio::time::timeout(LINGER, drain).await;
+                    break;
+                }
             }
             // A logout restarts the login timer, which may be due before the idle one.
             if self.login.is_none() && self.login_deadline < timer.deadline() {
@@ -546,14 +562,24 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
     }
 
     async fn kicked(&mut self, reason: &'static str) -> Step {
-        tracing::debug!(reason, "closing session");
+        let flooded = matches!(reason, kick_reason::RATE_LIMITED | kick_reason::TOO_LARGE);
+        let user = self.login.as_ref().map(|l| l.user.id);
+        if flooded || reason == kick_reason::SLOW_CONSUMER {
+            tracing::info!(reason, peer = %self.peer, user, "closing session");
+        } else {
+            tracing::debug!(reason, "closing session");
+        }
         let _ = self
             .write_event(&Event::Kicked {
                 reason: reason.to_string(),
                 message: self.login.as_ref().and_then(|l| l.outbox.message()),
             })
             .await;
-        Step::Close
+        if flooded {
+            Step::CloseLingering
+        } else {
+            Step::Close
+        }
     }
 
     async fn write_event(&mut self, event: &Event) -> std::io::Result<()> {

@@ -555,6 +555,31 @@ async fn malformed_requests_are_dropped_and_the_connection_lives() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_first_request_does_not_hide_the_next_ones() {
+    let server = TestServer::start().await;
+    let (_, alice_id) = classic_user(&server, "alice").await;
+    for first in [
+        &b"{\"msgid\":1,\"id\":\0"[..],                // cut short by a NUL
+        &b"{\"msgid\":1,\"password\":\"\xff\"}\0"[..], // not UTF-8
+        &b"{\"msgid\":1,,}\0"[..],                     // not JSON
+    ] {
+        let mut conn = Classic::connect(server.addr()).await;
+        // The first frame is dropped; the login right behind it is answered at once.
+        let mut bytes = first.to_vec();
+        bytes.extend_from_slice(
+            json!({"msgid": 1, "id": alice_id, "password": PASSWORD})
+                .to_string()
+                .as_bytes(),
+        );
+        bytes.push(0);
+        conn.send_raw(&bytes).await;
+        let ack = conn.next().await;
+        assert_eq!(ack["msgid"], 2, "{ack}");
+        assert_eq!(ack["errno"], 0, "{ack}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversize_request_closes_that_connection_only() {
     let server = TestServer::start_with(|c| c.max_frame = 1024).await;
     let (mut alice, _) = classic_user(&server, "alice").await;

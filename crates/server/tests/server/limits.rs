@@ -116,3 +116,49 @@ async fn password_attempts_are_limited_per_address() {
     let (reply, _) = by_token.login(json!({"token": token})).await;
     assert_eq!(reply["user"]["name"], "alice");
 }
+
+/// A client that pipelines far more than it may still reads its `kicked`: the server
+/// half-closes and drains the input instead of resetting the connection with the
+/// requests it did not read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_client_still_reads_why_it_was_closed() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let server = TestServer::start_with(|c| {
+        c.request_rate = 1.0;
+        c.request_burst = 5.0;
+    })
+    .await;
+    let stream = tokio::net::TcpStream::connect(server.addr())
+        .await
+        .expect("connect");
+    let (read, mut write) = stream.into_split();
+    // About 1 MB of pings: far more than the server reads before it closes.
+    let flood: Vec<u8> = "{\"op\":\"ping\"}\n".repeat(70_000).into_bytes();
+    // All of it is written (or refused) before the client reads a byte, as a client
+    // that pipelines and reads later would.
+    let written = tokio::time::timeout(crate::util::WAIT, write.write_all(&flood))
+        .await
+        .expect("the flood could not be written");
+    let mut lines = tokio::io::BufReader::new(read).lines();
+    let mut kicked = None;
+    let outcome = tokio::time::timeout(crate::util::WAIT, async {
+        loop {
+            match lines.next_line().await {
+                Ok(Some(line)) => {
+                    if line.contains("\"kicked\"") {
+                        kicked = Some(line);
+                    }
+                }
+                Ok(None) => return "closed",
+                Err(_) => return "reset",
+            }
+        }
+    })
+    .await
+    .expect("the connection was not closed");
+    let kicked = kicked.unwrap_or_else(|| panic!("no kicked before the connection {outcome}"));
+    assert!(kicked.contains("rate_limited"), "{kicked}");
+    // The server read (and dropped) the rest instead of resetting the connection.
+    assert!(written.is_ok(), "{written:?}");
+    assert_eq!(outcome, "closed");
+}
