@@ -20,7 +20,7 @@ use chat_proto::reply::{
     ConversationsReply, FriendReply, FriendsReply, GroupReply, GroupsReply, HistoryReply,
     LoginReply, MembersReply, MsgReply, UserReply, UsersReply,
 };
-use chat_proto::request::{self, GroupRef, Request, UserRef};
+use chat_proto::request::{self, GroupRef, Page, Request, UserRef};
 use chat_proto::types::{ConvWith, Friend, GroupInfo, Member, Role, User};
 use chat_proto::{ErrorCode, Event, GroupId, MsgId, UserId};
 use serde::de::DeserializeOwned;
@@ -409,6 +409,11 @@ impl App {
 
     /// Takes in the login reply; the replay of pending messages follows.
     fn logged_in(&mut self, reply: LoginReply) {
+        if reply.friends_more || reply.groups_more {
+            self.out.line(
+                "note: the login lists only your first friends and groups; updatelist shows every friend",
+            );
+        }
         self.learn(reply.user.id, &reply.user.name);
         self.learn_friends(&reply.friends);
         self.learn_groups(&reply.groups);
@@ -594,6 +599,7 @@ impl App {
                             role: g.role,
                             open: g.open,
                             shared_history: g.shared_history,
+                            member_count: 1,
                             members: vec![creator],
                         });
                     }
@@ -607,11 +613,7 @@ impl App {
                         "ok: joined {}",
                         format::group_title(g.id, Some(&g.name))
                     ));
-                    let members = self
-                        .ok::<MembersReply>(&Request::GroupMembers(GroupRef { group }))
-                        .await?
-                        .map(|r| r.members)
-                        .unwrap_or_default();
+                    let members = self.all_members(group).await?.unwrap_or_default();
                     self.learn_members(&members);
                     if let Some(me) = &mut self.me {
                         me.groups.retain(|known| known.id != g.id);
@@ -622,6 +624,7 @@ impl App {
                             role: g.role,
                             open: g.open,
                             shared_history: g.shared_history,
+                            member_count: members.len() as i64,
                             members,
                         });
                     }
@@ -644,35 +647,37 @@ impl App {
                 }
             }
             Command::List(group) => {
-                let req = Request::GroupMembers(GroupRef { group });
-                if let Some(reply) = self.ok::<MembersReply>(&req).await? {
-                    self.learn_members(&reply.members);
+                if let Some(members) = self.all_members(group).await? {
+                    self.learn_members(&members);
                     let mut lines = vec![format!(
                         "{} members ({}):",
                         self.group_label(group),
-                        reply.members.len()
+                        members.len()
                     )];
-                    lines.extend(reply.members.iter().map(|m| format::member(m, "  ")));
+                    lines.extend(members.iter().map(|m| format::member(m, "  ")));
                     self.out.lines(lines);
                     if let Some(g) = self.group_mut(group) {
-                        g.members = reply.members;
+                        g.member_count = members.len() as i64;
+                        g.members = members;
                     }
                 }
             }
             Command::History { target, before } => self.history(target, before).await?,
             Command::ShowMe => self.show_me(),
             Command::UpdateList => {
-                let friends = self.ok::<FriendsReply>(&Request::Friends).await?;
-                let groups = self.ok::<GroupsReply>(&Request::Groups).await?;
+                let friends = self.all_friends().await?;
+                let groups = self
+                    .ok::<GroupsReply>(&Request::Groups(Page::default()))
+                    .await?;
                 if let Some(friends) = &friends {
-                    self.learn_friends(&friends.friends);
+                    self.learn_friends(friends);
                 }
                 if let Some(groups) = &groups {
                     self.learn_groups(&groups.groups);
                 }
                 if let Some(me) = &mut self.me {
                     if let Some(friends) = friends {
-                        me.friends = friends.friends;
+                        me.friends = friends;
                     }
                     if let Some(groups) = groups {
                         me.groups = groups.groups;
@@ -815,6 +820,43 @@ impl App {
             Err(e) => {
                 report(&self.out, &e);
                 Ok(None)
+            }
+        }
+    }
+
+    /// Every member of a group, page by page; `None` after an error it reported.
+    async fn all_members(&mut self, group: GroupId) -> Result<Option<Vec<Member>>, Exit> {
+        let mut members: Vec<Member> = Vec::new();
+        loop {
+            let page = Page {
+                after: members.last().map(|m| m.id),
+                limit: Some(Page::MAX),
+            };
+            let req = Request::GroupMembers(request::GroupMembers { group, page });
+            let Some(reply) = self.ok::<MembersReply>(&req).await? else {
+                return Ok(None);
+            };
+            members.extend(reply.members);
+            if !reply.more {
+                return Ok(Some(members));
+            }
+        }
+    }
+
+    /// Every friend, page by page; `None` after an error it reported.
+    async fn all_friends(&mut self) -> Result<Option<Vec<Friend>>, Exit> {
+        let mut friends: Vec<Friend> = Vec::new();
+        loop {
+            let page = Page {
+                after: friends.last().map(|f| f.id),
+                limit: Some(Page::MAX),
+            };
+            let Some(reply) = self.ok::<FriendsReply>(&Request::Friends(page)).await? else {
+                return Ok(None);
+            };
+            friends.extend(reply.friends);
+            if !reply.more {
+                return Ok(Some(friends));
             }
         }
     }

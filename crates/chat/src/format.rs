@@ -148,6 +148,10 @@ pub(crate) fn overview(user: &User, friends: &[Friend], groups: &[GroupInfo]) ->
             g.role.as_str()
         ));
         lines.extend(g.members.iter().map(|m| member(m, "    ")));
+        let more = g.member_count - g.members.len() as i64;
+        if more > 0 {
+            lines.push(format!("    ... and {more} more (list:{})", g.id));
+        }
     }
     lines.push(rule);
     lines
@@ -212,6 +216,7 @@ mod tests {
             role: Role::Creator,
             open: false,
             shared_history: false,
+            member_count: 1,
             members: vec![Member {
                 id: 1,
                 name: "alice".into(),

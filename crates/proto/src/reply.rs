@@ -28,6 +28,11 @@ pub struct ChangePasswordReply {
     pub token: Option<String>,
 }
 
+/// The most friends a login reply lists.
+pub const LOGIN_FRIENDS: usize = 200;
+/// The most groups a login reply lists.
+pub const LOGIN_GROUPS: usize = 200;
+
 /// `login`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginReply {
@@ -35,8 +40,16 @@ pub struct LoginReply {
     /// Resumes the session without a password (`login` with `token`) until it expires or
     /// the user logs out.
     pub token: String,
+    /// The first [`LOGIN_FRIENDS`] friends by id; `friends_more` says there are more
+    /// (page through them with `friends`).
     pub friends: Vec<Friend>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub friends_more: bool,
+    /// The first [`LOGIN_GROUPS`] groups by id, each with its first
+    /// [`crate::types::INLINE_MEMBERS`] members; `groups_more` says there are more.
     pub groups: Vec<GroupInfo>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub groups_more: bool,
     /// Whether the user may use the admin ops.
     #[serde(default)]
     pub admin: bool,
@@ -88,6 +101,9 @@ pub struct InvitesReply {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FriendsReply {
     pub friends: Vec<Friend>,
+    /// More follow: ask again with `after` = the last id of this page.
+    #[serde(default)]
+    pub more: bool,
 }
 
 /// `send`, `group_send`.
@@ -106,12 +122,18 @@ pub struct GroupReply {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupsReply {
     pub groups: Vec<GroupInfo>,
+    /// More follow: ask again with `after` = the last id of this page.
+    #[serde(default)]
+    pub more: bool,
 }
 
 /// `group_members`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MembersReply {
     pub members: Vec<Member>,
+    /// More follow: ask again with `after` = the last id of this page.
+    #[serde(default)]
+    pub more: bool,
 }
 
 /// `history`: oldest first.

@@ -72,7 +72,43 @@ pub struct UserRef {
     pub id: UserId,
 }
 
-/// A request naming a group: `join_group`, `leave_group`, `delete_group`, `group_members`.
+/// A page of a list ordered by id: the items after `after` (from the start without it),
+/// at most `limit` of them (default and maximum: see [`Page::limit`]). For `friends`
+/// and `groups`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+impl Page {
+    /// The most items one page has.
+    pub const MAX: u32 = 500;
+    /// A page's size when the request gives none.
+    pub const DEFAULT: u32 = 200;
+
+    /// The page size asked for, or the default; `None` when out of range (0 or past
+    /// [`Page::MAX`]).
+    pub fn limit(&self) -> Option<usize> {
+        match self.limit {
+            None => Some(Page::DEFAULT as usize),
+            Some(n) if (1..=Page::MAX).contains(&n) => Some(n as usize),
+            Some(_) => None,
+        }
+    }
+}
+
+/// `group_members`: a page of a group's members, by user id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMembers {
+    pub group: GroupId,
+    #[serde(flatten)]
+    pub page: Page,
+}
+
+/// A request naming a group: `join_group`, `leave_group`, `delete_group`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupRef {
     pub group: GroupId,
@@ -247,14 +283,14 @@ pub enum Request {
     Users,
     AddFriend(UserRef),
     RemoveFriend(UserRef),
-    Friends,
+    Friends(Page),
     Send(Send),
     CreateGroup(CreateGroup),
     JoinGroup(GroupRef),
     LeaveGroup(GroupRef),
     DeleteGroup(GroupRef),
-    Groups,
-    GroupMembers(GroupRef),
+    Groups(Page),
+    GroupMembers(GroupMembers),
     GroupSend(GroupSend),
     History(History),
     Ack(Ack),
@@ -294,13 +330,13 @@ impl Request {
             Request::Users => "users",
             Request::AddFriend(_) => "add_friend",
             Request::RemoveFriend(_) => "remove_friend",
-            Request::Friends => "friends",
+            Request::Friends(_) => "friends",
             Request::Send(_) => "send",
             Request::CreateGroup(_) => "create_group",
             Request::JoinGroup(_) => "join_group",
             Request::LeaveGroup(_) => "leave_group",
             Request::DeleteGroup(_) => "delete_group",
-            Request::Groups => "groups",
+            Request::Groups(_) => "groups",
             Request::GroupMembers(_) => "group_members",
             Request::GroupSend(_) => "group_send",
             Request::History(_) => "history",
@@ -436,13 +472,13 @@ pub fn parse(frame: &[u8]) -> Result<(Rid, Request), BadRequest> {
         "users" => Ok(Request::Users),
         "add_friend" => fields(frame).map(Request::AddFriend),
         "remove_friend" => fields(frame).map(Request::RemoveFriend),
-        "friends" => Ok(Request::Friends),
+        "friends" => fields(frame).map(Request::Friends),
         "send" => fields(frame).map(Request::Send),
         "create_group" => fields(frame).map(Request::CreateGroup),
         "join_group" => fields(frame).map(Request::JoinGroup),
         "leave_group" => fields(frame).map(Request::LeaveGroup),
         "delete_group" => fields(frame).map(Request::DeleteGroup),
-        "groups" => Ok(Request::Groups),
+        "groups" => fields(frame).map(Request::Groups),
         "group_members" => fields(frame).map(Request::GroupMembers),
         "group_send" => fields(frame).map(Request::GroupSend),
         "history" => fields(frame).map(Request::History),

@@ -100,8 +100,16 @@ pub struct GroupInfo {
     /// New members see the history from before they joined.
     #[serde(default)]
     pub shared_history: bool,
+    /// How many members the group has.
+    #[serde(default)]
+    pub member_count: i64,
+    /// The first [`INLINE_MEMBERS`] members by id (all of them in a small group); the
+    /// rest with `group_members`.
     pub members: Vec<Member>,
 }
+
+/// The most members a group lists in the login reply and in `groups`.
+pub const INLINE_MEMBERS: usize = 20;
 
 /// The id and time the server gave a message, as in the reply to `send` and `group_send`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -34,6 +34,15 @@ pub(crate) trait Dialect: Send + 'static {
     fn reply(&mut self, op: &'static str, native: &[u8], out: &mut Vec<u8>);
     /// Spells a pushed frame (an event or a message) into `out`, or nothing.
     fn event(&mut self, frame: &Frame, out: &mut Vec<u8>);
+    /// How many friends, and members per group, the login reply lists (the rest are
+    /// paged with `friends` and `group_members`).
+    fn login_lists(&self) -> (usize, usize) {
+        (
+            chat_proto::reply::LOGIN_FRIENDS,
+            chat_proto::types::INLINE_MEMBERS,
+        )
+    }
+
     /// Whether a message counts as delivered once written, for clients that cannot ack.
     fn acks_on_write(&self) -> bool {
         false

@@ -218,7 +218,7 @@ pub(crate) struct Session<W, D> {
     /// Its place under `--max-connections`.
     _slot: OwnedSemaphorePermit,
     writer: W,
-    dialect: D,
+    pub(crate) dialect: D,
     out: Vec<u8>,
 }
 

@@ -33,6 +33,8 @@ mod messages;
 mod migrate;
 #[path = "server/names.rs"]
 mod names;
+#[path = "server/paging.rs"]
+mod paging;
 #[path = "server/sessions.rs"]
 mod sessions;
 #[path = "server_pg/store.rs"]

@@ -124,7 +124,18 @@ impl ClassicDialect {
     }
 }
 
+/// The most friends a classic LOGIN_ACK lists.
+const CLASSIC_LOGIN_FRIENDS: usize = 1000;
+/// The most members a classic LOGIN_ACK lists per group.
+const CLASSIC_INLINE_MEMBERS: usize = 200;
+
 impl Dialect for ClassicDialect {
+    /// The classic protocol cannot page: its LOGIN_ACK is all a client learns of its
+    /// friends and groups. Bounded still, higher than version 1's.
+    fn login_lists(&self) -> (usize, usize) {
+        (CLASSIC_LOGIN_FRIENDS, CLASSIC_INLINE_MEMBERS)
+    }
+
     fn decode(&mut self, frame: &[u8], logged_in: bool) -> Inbound {
         match wire::parse(frame, logged_in) {
             Ok(request) => Inbound::Request(Rid::NONE, request),

@@ -108,13 +108,19 @@ pub(crate) async fn login<W: AsyncWrite + Unpin, D: Dialect>(
     s.end_login().await;
     // One read for everything the reply needs. Pending messages are read after the
     // session is in the hub (see `Session::catch_up`), so none can slip between the two.
-    let snapshot = s.ctx.store.snapshot(user.id).await?;
+    let (friends_cap, members) = s.dialect.login_lists();
+    let page = crate::store::GroupsPage {
+        after: 0,
+        limit: chat_proto::reply::LOGIN_GROUPS + 1,
+        members,
+    };
+    let mut snapshot = s.ctx.store.snapshot(user.id, page).await?;
     let admin = snapshot.admin || s.ctx.admins.contains(&user.id);
     let friend_ids: Vec<_> = snapshot.friends.iter().map(|f| f.id).collect();
     let fresh = s.start_login(user.clone(), token_hash(&token), friend_ids);
     // In a cluster, this node listens to the user's and the groups' channels before the
     // session reads what is pending, so that nothing committed in between is missed.
-    let groups: Vec<_> = snapshot.groups.iter().map(|g| g.group.id).collect();
+    let groups = std::mem::take(&mut snapshot.group_ids);
     s.ctx.bus.listen(user.id, &groups).await;
     if fresh {
         let friends = s
@@ -126,18 +132,22 @@ pub(crate) async fn login<W: AsyncWrite + Unpin, D: Dialect>(
     }
     tracing::debug!("logged in");
     let hub = &s.ctx.hub;
+    let friends_more = snapshot.friends.len() > friends_cap;
     let friends = snapshot
         .friends
         .into_iter()
+        .take(friends_cap)
         .map(|f| Friend {
             online: hub.is_online(f.id),
             id: f.id,
             name: f.name,
         })
         .collect();
+    let groups_more = snapshot.groups.len() > chat_proto::reply::LOGIN_GROUPS;
     let groups = snapshot
         .groups
         .into_iter()
+        .take(chat_proto::reply::LOGIN_GROUPS)
         .map(|g| super::groups::group_info(hub, g))
         .collect::<Vec<GroupInfo>>();
     Ok(ok_frame(
@@ -146,7 +156,9 @@ pub(crate) async fn login<W: AsyncWrite + Unpin, D: Dialect>(
             user,
             token,
             friends,
+            friends_more,
             groups,
+            groups_more,
             admin,
         },
     ))

@@ -8,7 +8,7 @@
 //! ("refused") that does not say why.
 
 use chat_proto::reply::{ok_frame, BlockedReply, Empty, FriendReply, FriendRequestsReply};
-use chat_proto::request::{Rid, UserRef};
+use chat_proto::request::{Page, Rid, UserRef};
 use chat_proto::types::{Friend, User};
 use chat_proto::{Event, UserId};
 use tokio::io::AsyncWrite;
@@ -103,13 +103,23 @@ pub(crate) async fn friend_requests<W: AsyncWrite + Unpin, D: Dialect>(
 pub(crate) async fn friends<W: AsyncWrite + Unpin, D: Dialect>(
     s: &mut Session<W, D>,
     rid: &Rid,
+    req: Page,
 ) -> OpResult {
     let me = s.user()?.id;
-    let friends = s
+    let limit = super::groups::page_limit(&req)?;
+    let after = req.after.unwrap_or(0);
+    let mut friends: Vec<User> = s
         .ctx
         .store
         .friends(me)
         .await?
+        .into_iter()
+        .filter(|f| f.id > after)
+        .take(limit + 1)
+        .collect();
+    let more = friends.len() > limit;
+    friends.truncate(limit);
+    let friends = friends
         .into_iter()
         .map(|f| Friend {
             online: s.ctx.hub.is_online(f.id),
@@ -117,7 +127,10 @@ pub(crate) async fn friends<W: AsyncWrite + Unpin, D: Dialect>(
             name: f.name,
         })
         .collect();
-    Ok(ok_frame(rid, &chat_proto::reply::FriendsReply { friends }))
+    Ok(ok_frame(
+        rid,
+        &chat_proto::reply::FriendsReply { friends, more },
+    ))
 }
 
 pub(crate) async fn block<W: AsyncWrite + Unpin, D: Dialect>(

@@ -7,7 +7,7 @@
 //! history. Members are told when someone joins or leaves.
 
 use chat_proto::reply::{ok_frame, Empty, GroupReply, GroupsReply, InvitesReply, MembersReply};
-use chat_proto::request::{CreateGroup, GroupRef, GroupRole, GroupUser, Rid};
+use chat_proto::request::{CreateGroup, GroupMembers, GroupRef, GroupRole, GroupUser, Page, Rid};
 use chat_proto::types::{GroupBrief, GroupInfo, Invite, Role, User};
 use chat_proto::{Event, GroupId, UserId};
 use tokio::io::AsyncWrite;
@@ -19,7 +19,7 @@ use crate::error::{OpError, OpResult};
 use crate::hub::{Frame, Hub};
 use crate::session::Session;
 use crate::state::Ctx;
-use crate::store::{GroupRow, GroupSettings, GroupWithMembers};
+use crate::store::{GroupRow, GroupSettings, GroupWithMembers, GroupsPage};
 
 /// The longest group description, in characters.
 const MAX_DESC: usize = 256;
@@ -44,6 +44,7 @@ pub(crate) fn group_info(hub: &Hub, g: GroupWithMembers) -> GroupInfo {
         role: g.role,
         open: g.group.settings.open,
         shared_history: g.group.settings.shared_history,
+        member_count: g.member_count,
         members: g
             .members
             .into_iter()
@@ -132,34 +133,51 @@ pub(crate) async fn delete_group<W: AsyncWrite + Unpin, D: Dialect>(
 pub(crate) async fn groups<W: AsyncWrite + Unpin, D: Dialect>(
     s: &mut Session<W, D>,
     rid: &Rid,
+    req: Page,
 ) -> OpResult {
     let me = s.user()?.id;
-    let groups = s
-        .ctx
-        .store
-        .user_groups(me)
-        .await?
+    let limit = page_limit(&req)?;
+    let page = GroupsPage {
+        after: req.after.unwrap_or(0),
+        limit: limit + 1,
+        members: chat_proto::types::INLINE_MEMBERS,
+    };
+    let mut groups = s.ctx.store.user_groups(me, page).await?;
+    let more = groups.len() > limit;
+    groups.truncate(limit);
+    let groups = groups
         .into_iter()
         .map(|g| group_info(&s.ctx.hub, g))
         .collect();
-    Ok(ok_frame(rid, &GroupsReply { groups }))
+    Ok(ok_frame(rid, &GroupsReply { groups, more }))
 }
 
 pub(crate) async fn group_members<W: AsyncWrite + Unpin, D: Dialect>(
     s: &mut Session<W, D>,
     rid: &Rid,
-    req: GroupRef,
+    req: GroupMembers,
 ) -> OpResult {
     let me = s.user()?.id;
-    let members = s.ctx.store.group_members(req.group).await?;
-    if !members.iter().any(|(user, _)| user.id == me) {
-        return Err(OpError::forbidden("not a member of that group"));
-    }
+    let limit = page_limit(&req.page)?;
+    let after = req.page.after.unwrap_or(0);
+    let mut members = s
+        .ctx
+        .store
+        .group_members_page(req.group, me, after, limit + 1)
+        .await?;
+    let more = members.len() > limit;
+    members.truncate(limit);
     let members = members
         .into_iter()
         .map(|(user, role)| member(&s.ctx.hub, user, role))
         .collect();
-    Ok(ok_frame(rid, &MembersReply { members }))
+    Ok(ok_frame(rid, &MembersReply { members, more }))
+}
+
+/// The page size a request asks for, checked.
+pub(crate) fn page_limit(page: &Page) -> Result<usize, OpError> {
+    page.limit()
+        .ok_or_else(|| OpError::bad_request(format!("limit must be 1 to {}", Page::MAX)))
 }
 
 pub(crate) async fn group_invite<W: AsyncWrite + Unpin, D: Dialect>(

@@ -84,14 +84,30 @@ pub enum Befriended {
 pub struct GroupWithMembers {
     pub group: GroupRow,
     pub role: Role,
+    /// How many members the group has.
+    pub member_count: i64,
+    /// Its first members by id, as many as the read asked for ([`GroupsPage::members`]).
     pub members: Vec<(User, Role)>,
+}
+
+/// Which of a user's groups a read returns: those with an id above `after`, at most
+/// `limit`, each with up to `members` members. A user may be in thousands of groups of
+/// thousands: no reply carries all of that.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupsPage {
+    pub after: GroupId,
+    pub limit: usize,
+    pub members: usize,
 }
 
 /// What a session needs at login: friends and groups with members.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub friends: Vec<User>,
+    /// The page of groups asked for.
     pub groups: Vec<GroupWithMembers>,
+    /// Every group the user is in (a cluster node listens to each one's channel).
+    pub group_ids: Vec<GroupId>,
     /// Whether the operator made the user an admin.
     pub admin: bool,
 }
@@ -284,10 +300,25 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_group(&self, group: GroupId, user: UserId) -> StoreResult<Vec<UserId>>;
     /// The members of a group with roles; `NotFound` if there is no such group.
     async fn group_members(&self, group: GroupId) -> StoreResult<Vec<(User, Role)>>;
+    /// A page of a group's members by id for `viewer`, who must be one (`Forbidden`
+    /// otherwise; `NotFound` for no such group): those above `after`, at most `limit`.
+    async fn group_members_page(
+        &self,
+        group: GroupId,
+        viewer: UserId,
+        after: UserId,
+        limit: usize,
+    ) -> StoreResult<Vec<(User, Role)>>;
     /// The members of a group, each with the group's last seq when it joined.
     async fn group_member_ids(&self, group: GroupId) -> StoreResult<Vec<(UserId, Seq)>>;
-    async fn user_groups(&self, user: UserId) -> StoreResult<Vec<GroupWithMembers>>;
-    async fn snapshot(&self, user: UserId) -> StoreResult<Snapshot>;
+    async fn user_groups(
+        &self,
+        user: UserId,
+        page: GroupsPage,
+    ) -> StoreResult<Vec<GroupWithMembers>>;
+    /// What a login needs: every friend (their presence is announced), the first page of
+    /// groups, the admin flag.
+    async fn snapshot(&self, user: UserId, groups: GroupsPage) -> StoreResult<Snapshot>;
 
     /// Stores a one-to-one message; `NotFound` if the recipient does not exist. With a
     /// `cmid` the sender used in the last 24 hours, stores nothing and returns the

@@ -34,7 +34,8 @@ use tokio_postgres::{Client, NoTls, Row, SimpleQueryMessage, Statement};
 use super::writes::{fail, finisher, AckMap, Finisher, PendingAcks, Reply, Write};
 use super::{
     direct_conv, group_conv, Befriended, Commit, CommitBatch, CommitLog, Conversation, Credentials,
-    GroupRow, GroupSettings, GroupWithMembers, ReadMark, Snapshot, Store, StoreError, StoreResult,
+    GroupRow, GroupSettings, GroupWithMembers, GroupsPage, ReadMark, Snapshot, Store, StoreError,
+    StoreResult,
 };
 
 mod consent;
@@ -513,14 +514,20 @@ async fn members_with_roles(c: &ClientWrapper, group: GroupId) -> StoreResult<Ve
         .collect()
 }
 
-/// The user's groups with every member, in two queries.
-async fn groups_of(c: &ClientWrapper, user: UserId) -> StoreResult<Vec<GroupWithMembers>> {
+/// A page of the user's groups, each with its first members, in two queries.
+async fn groups_of(
+    c: &ClientWrapper,
+    user: UserId,
+    page: GroupsPage,
+) -> StoreResult<Vec<GroupWithMembers>> {
+    let (after, limit, per_group) = (page.after, page.limit as i64, page.members as i64);
     let mine = rows(
         c,
-        "SELECT g.id, g.name, g.description, g.open, g.shared_history, gm.role \
+        "SELECT g.id, g.name, g.description, g.open, g.shared_history, gm.role, \
+         (SELECT COUNT(*) FROM group_members n WHERE n.group_id = g.id) \
          FROM group_members gm JOIN chat_groups g ON g.id = gm.group_id \
-         WHERE gm.user_id = $1 ORDER BY g.id",
-        &[&user],
+         WHERE gm.user_id = $1 AND gm.group_id > $2 ORDER BY gm.group_id LIMIT $3",
+        &[&user, &after, &limit],
     )
     .await?;
     if mine.is_empty() {
@@ -532,16 +539,19 @@ async fn groups_of(c: &ClientWrapper, user: UserId) -> StoreResult<Vec<GroupWith
         groups.push(GroupWithMembers {
             group: row_to_group(row)?,
             role: role_of(&role),
+            member_count: row.try_get(6)?,
             members: Vec::new(),
         });
     }
     let ids: Vec<GroupId> = groups.iter().map(|g| g.group.id).collect();
+    // The first members of each group, each read on the primary key.
     let members = rows(
         c,
-        "SELECT gm.group_id, u.id, u.name, gm.role FROM group_members gm \
-         JOIN users u ON u.id = gm.user_id WHERE gm.group_id = ANY($1) \
-         ORDER BY gm.group_id, gm.role = 'member', u.id",
-        &[&ids],
+        "SELECT g.id, u.id, u.name, m.role FROM unnest($1::bigint[]) AS g(id) \
+         CROSS JOIN LATERAL (SELECT user_id, role FROM group_members \
+           WHERE group_id = g.id ORDER BY user_id LIMIT $2) m \
+         JOIN users u ON u.id = m.user_id ORDER BY g.id, u.id",
+        &[&ids, &per_group],
     )
     .await?;
     let mut by_group: HashMap<GroupId, Vec<(User, Role)>> = HashMap::new();
@@ -1576,22 +1586,80 @@ impl Store for PgStore {
         .await
     }
 
-    async fn user_groups(&self, user: UserId) -> StoreResult<Vec<GroupWithMembers>> {
-        self.read(|c| async move { groups_of(&c, user).await })
+    async fn group_members_page(
+        &self,
+        group: GroupId,
+        viewer: UserId,
+        after: UserId,
+        limit: usize,
+    ) -> StoreResult<Vec<(User, Role)>> {
+        let limit = limit as i64;
+        self.read(|c| async move {
+            let state = opt_row(
+                &c,
+                "SELECT EXISTS(SELECT 1 FROM group_members WHERE group_id = $1 AND user_id = $2) \
+                 FROM chat_groups WHERE id = $1",
+                &[&group, &viewer],
+            )
+            .await?;
+            match state {
+                None => return Err(StoreError::NotFound("no such group")),
+                Some(row) if !row.try_get::<_, bool>(0)? => {
+                    return Err(StoreError::Forbidden("not a member of that group"))
+                }
+                Some(_) => {}
+            }
+            let page = rows(
+                &c,
+                "SELECT u.id, u.name, gm.role FROM group_members gm \
+                 JOIN users u ON u.id = gm.user_id \
+                 WHERE gm.group_id = $1 AND gm.user_id > $2 ORDER BY gm.user_id LIMIT $3",
+                &[&group, &after, &limit],
+            )
+            .await?;
+            page.iter()
+                .map(|r| -> StoreResult<(User, Role)> {
+                    let role: String = r.try_get(2)?;
+                    Ok((row_to_user(r)?, role_of(&role)))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn user_groups(
+        &self,
+        user: UserId,
+        page: GroupsPage,
+    ) -> StoreResult<Vec<GroupWithMembers>> {
+        self.read(|c| async move { groups_of(&c, user, page).await })
             .await
     }
 
-    async fn snapshot(&self, user: UserId) -> StoreResult<Snapshot> {
+    async fn snapshot(&self, user: UserId, page: GroupsPage) -> StoreResult<Snapshot> {
         self.read(|c| async move {
-            // One connection, three queries in flight at once (pipelined).
-            let (friends, groups, admin) = tokio::try_join!(
+            // One connection, the queries in flight at once (pipelined).
+            let group_ids = async {
+                let rows = rows(
+                    &c,
+                    "SELECT group_id FROM group_members WHERE user_id = $1",
+                    &[&user],
+                )
+                .await?;
+                rows.iter()
+                    .map(|r| Ok(r.try_get(0)?))
+                    .collect::<StoreResult<Vec<GroupId>>>()
+            };
+            let (friends, groups, admin, group_ids) = tokio::try_join!(
                 friends_of(&c, user),
-                groups_of(&c, user),
-                admin_of(&c, user)
+                groups_of(&c, user, page),
+                admin_of(&c, user),
+                group_ids
             )?;
             Ok(Snapshot {
                 friends,
                 groups,
+                group_ids,
                 admin,
             })
         })

@@ -26,7 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::writes::{fail, finisher, AckMap, Finisher, PendingAcks, Reply, Write};
 use super::{
     direct_conv, group_conv, Befriended, Commit, CommitBatch, CommitLog, Conversation, Credentials,
-    GroupRow, GroupSettings, GroupWithMembers, ReadMark, Snapshot, Store, StoreError, StoreResult,
+    GroupRow, GroupSettings, GroupWithMembers, GroupsPage, ReadMark, Snapshot, Store, StoreError,
+    StoreResult,
 };
 
 mod consent;
@@ -964,27 +965,58 @@ fn members_with_roles(conn: &Connection, group: GroupId) -> rusqlite::Result<Vec
     rows.collect()
 }
 
-fn groups_of(conn: &Connection, user: UserId) -> rusqlite::Result<Vec<GroupWithMembers>> {
+fn groups_of(
+    conn: &Connection,
+    user: UserId,
+    page: GroupsPage,
+) -> rusqlite::Result<Vec<GroupWithMembers>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT g.id, g.name, g.description, g.open, g.shared_history, gm.role \
+        "SELECT g.id, g.name, g.description, g.open, g.shared_history, gm.role, \
+         (SELECT COUNT(*) FROM group_members c WHERE c.group_id = g.id) \
          FROM group_members gm JOIN chat_groups g ON g.id = gm.group_id \
-         WHERE gm.user_id = ?1 ORDER BY g.id",
+         WHERE gm.user_id = ?1 AND gm.group_id > ?2 ORDER BY gm.group_id LIMIT ?3",
     )?;
-    let rows = stmt.query_map([user], |r| {
+    let rows = stmt.query_map(params![user, page.after, page.limit as i64], |r| {
         let role: String = r.get(5)?;
-        Ok((consent::row_to_group(r)?, role_of(&role)))
+        Ok((consent::row_to_group(r)?, role_of(&role), r.get(6)?))
     })?;
     let mut groups = Vec::new();
     for row in rows {
-        let (group, role) = row?;
-        let members = members_with_roles(conn, group.id)?;
+        let (group, role, member_count) = row?;
+        let members = members_page(conn, group.id, 0, page.members)?;
         groups.push(GroupWithMembers {
             group,
             role,
+            member_count,
             members,
         });
     }
     Ok(groups)
+}
+
+/// Members of `group` with an id above `after`, at most `limit`, by id (on the primary
+/// key: the cost grows with the page, not the group).
+fn members_page(
+    conn: &Connection,
+    group: GroupId,
+    after: UserId,
+    limit: usize,
+) -> rusqlite::Result<Vec<(User, Role)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT u.id, u.name, gm.role FROM group_members gm JOIN users u ON u.id = gm.user_id \
+         WHERE gm.group_id = ?1 AND gm.user_id > ?2 ORDER BY gm.user_id LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![group, after, limit as i64], |r| {
+        let role: String = r.get(2)?;
+        Ok((
+            User {
+                id: r.get(0)?,
+                name: r.get(1)?,
+            },
+            role_of(&role),
+        ))
+    })?;
+    rows.collect()
 }
 
 fn friends_of(conn: &Connection, user: UserId) -> rusqlite::Result<Vec<User>> {
@@ -1345,15 +1377,55 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn user_groups(&self, user: UserId) -> StoreResult<Vec<GroupWithMembers>> {
-        self.read(move |c| groups_of(c, user)).await
+    async fn group_members_page(
+        &self,
+        group: GroupId,
+        viewer: UserId,
+        after: UserId,
+        limit: usize,
+    ) -> StoreResult<Vec<(User, Role)>> {
+        let (exists, member, page) = self
+            .read(move |c| {
+                let exists = c
+                    .prepare_cached("SELECT 1 FROM chat_groups WHERE id = ?1")?
+                    .exists([group])?;
+                let member = c
+                    .prepare_cached(
+                        "SELECT 1 FROM group_members WHERE group_id = ?1 AND user_id = ?2",
+                    )?
+                    .exists(params![group, viewer])?;
+                let page = if member {
+                    members_page(c, group, after, limit)?
+                } else {
+                    Vec::new()
+                };
+                Ok((exists, member, page))
+            })
+            .await?;
+        match (exists, member) {
+            (false, _) => Err(StoreError::NotFound("no such group")),
+            (true, false) => Err(StoreError::Forbidden("not a member of that group")),
+            (true, true) => Ok(page),
+        }
     }
 
-    async fn snapshot(&self, user: UserId) -> StoreResult<Snapshot> {
+    async fn user_groups(
+        &self,
+        user: UserId,
+        page: GroupsPage,
+    ) -> StoreResult<Vec<GroupWithMembers>> {
+        self.read(move |c| groups_of(c, user, page)).await
+    }
+
+    async fn snapshot(&self, user: UserId, groups: GroupsPage) -> StoreResult<Snapshot> {
         self.read(move |c| {
             Ok(Snapshot {
                 friends: friends_of(c, user)?,
-                groups: groups_of(c, user)?,
+                groups: groups_of(c, user, groups)?,
+                group_ids: c
+                    .prepare_cached("SELECT group_id FROM group_members WHERE user_id = ?1")?
+                    .query_map([user], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?,
                 admin: c
                     .prepare_cached("SELECT admin FROM users WHERE id = ?1")?
                     .query_row([user], |r| r.get(0))

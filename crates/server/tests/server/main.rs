@@ -13,6 +13,7 @@
 //! - `groups`: create, join, leave, delete, members, group messages and history.
 //! - `invites`: closed groups, invitations, group admins, removals, shared history.
 //! - `names`: look-alike and invisible names, `--admins` bound to existing accounts.
+//! - `paging`: big groups' members and long friend lists in pages; a small login reply.
 //! - `limits`: overload protection: connection limit, request and login rate limits.
 //! - `sessions`: second login, login and idle timeouts, shutdown, restart.
 #![allow(clippy::unwrap_used)]
@@ -29,6 +30,7 @@ mod limits;
 mod messages;
 mod migrate;
 mod names;
+mod paging;
 mod sessions;
 mod util;
 
