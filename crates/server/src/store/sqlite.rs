@@ -947,21 +947,24 @@ fn member_ids(conn: &Connection, group: GroupId) -> rusqlite::Result<Vec<UserId>
     ids.collect()
 }
 
+/// A member from `SELECT u.id, u.name, gm.role`.
+fn member_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(User, Role)> {
+    let role: String = r.get(2)?;
+    Ok((
+        User {
+            id: r.get(0)?,
+            name: r.get(1)?,
+        },
+        role_of(&role),
+    ))
+}
+
 fn members_with_roles(conn: &Connection, group: GroupId) -> rusqlite::Result<Vec<(User, Role)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT u.id, u.name, gm.role FROM group_members gm JOIN users u ON u.id = gm.user_id \
          WHERE gm.group_id = ?1 ORDER BY gm.role = 'member', u.id",
     )?;
-    let rows = stmt.query_map([group], |r| {
-        let role: String = r.get(2)?;
-        Ok((
-            User {
-                id: r.get(0)?,
-                name: r.get(1)?,
-            },
-            role_of(&role),
-        ))
-    })?;
+    let rows = stmt.query_map([group], member_row)?;
     rows.collect()
 }
 
@@ -1006,16 +1009,7 @@ fn members_page(
         "SELECT u.id, u.name, gm.role FROM group_members gm JOIN users u ON u.id = gm.user_id \
          WHERE gm.group_id = ?1 AND gm.user_id > ?2 ORDER BY gm.user_id LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![group, after, limit as i64], |r| {
-        let role: String = r.get(2)?;
-        Ok((
-            User {
-                id: r.get(0)?,
-                name: r.get(1)?,
-            },
-            role_of(&role),
-        ))
-    })?;
+    let rows = stmt.query_map(params![group, after, limit as i64], member_row)?;
     rows.collect()
 }
 
