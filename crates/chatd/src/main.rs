@@ -17,6 +17,10 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "CHATD_LISTEN", default_value = "127.0.0.1:6000")]
     listen: String,
+    /// Address of the operator's HTTP endpoints (/metrics, /healthz, /readyz); off
+    /// without it.
+    #[arg(long, env = "CHATD_HTTP")]
+    http: Option<String>,
     /// The store: a SQLite file path (created on first start), `sqlite:PATH`, or a
     /// PostgreSQL URL (`postgres://user@host/db`) for a cluster's shared store.
     #[arg(long, env = "CHATD_DB", default_value = "chatd.db")]
@@ -318,7 +322,17 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         // One line on stdout for scripts and tests that start chatd on port 0.
         println!("chatd listening on {}", listener.local_addr()?);
-        chat_server::run(listener, config, shutdown_signal()).await?;
+        let http = match &args.http {
+            Some(addr) => {
+                let http = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (--http)"))?;
+                println!("chatd http on {}", http.local_addr()?);
+                Some(http)
+            }
+            None => None,
+        };
+        chat_server::run_with_http(listener, http, config, shutdown_signal()).await?;
         Ok(())
     })
 }

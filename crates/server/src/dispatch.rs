@@ -28,8 +28,13 @@ pub async fn run(mut log: CommitLog, store: Arc<dyn Store>, hub: Hub) {
         for commit in batch.commits {
             match commit {
                 Commit::Msg(msg) => {
-                    let frame =
-                        Frame::msg(msg.id, msg.conv, msg.seq, chat_proto::event::msg_json(&msg));
+                    let frame = Frame::msg(
+                        msg.id,
+                        msg.conv,
+                        msg.seq,
+                        msg.ts,
+                        chat_proto::event::msg_json(&msg),
+                    );
                     if let Some(to) = msg.to {
                         hub.deliver(to, &frame);
                     } else if let Some(group) = msg.group {

@@ -34,13 +34,18 @@ pub struct Frame {
     /// Not written: tells the session to read what is pending from the store (a cluster
     /// node that may have missed publications).
     pub catch_up: bool,
+    /// When a message was committed (ms since the epoch), for the delivery latency; 0
+    /// for other frames.
+    pub ts_ms: i64,
 }
 
 impl Frame {
-    /// A frame carrying message `id`, seq `seq` of conversation `conv`.
-    pub fn msg(id: MsgId, conv: ConvId, seq: Seq, mut bytes: Vec<u8>) -> Arc<Frame> {
+    /// A frame carrying message `id`, seq `seq` of conversation `conv`, committed at
+    /// `ts_ms`.
+    pub fn msg(id: MsgId, conv: ConvId, seq: Seq, ts_ms: i64, mut bytes: Vec<u8>) -> Arc<Frame> {
         bytes.push(b'\n');
         Arc::new(Frame {
+            ts_ms,
             msg_id: Some(id),
             conv_seq: (conv, seq),
             catch_up: false,
@@ -52,6 +57,7 @@ impl Frame {
     /// The marker that makes a session catch up from the store.
     pub fn catch_up() -> Arc<Frame> {
         Arc::new(Frame {
+            ts_ms: 0,
             msg_id: None,
             conv_seq: (0, 0),
             bytes: Vec::new(),
@@ -65,6 +71,7 @@ impl Frame {
         let mut bytes = event.to_json().into_bytes();
         bytes.push(b'\n');
         Arc::new(Frame {
+            ts_ms: 0,
             msg_id: None,
             conv_seq: (0, 0),
             catch_up: false,
@@ -394,7 +401,7 @@ mod tests {
     use chat_proto::event::kick_reason;
 
     fn frame(id: MsgId) -> Arc<Frame> {
-        Frame::msg(id, 1, id, format!("{{\"id\":{id}}}").into_bytes())
+        Frame::msg(id, 1, id, 0, format!("{{\"id\":{id}}}").into_bytes())
     }
 
     fn ids(frames: &VecDeque<Arc<Frame>>) -> Vec<MsgId> {

@@ -29,8 +29,10 @@ mod delivered;
 pub(crate) mod dialect;
 pub mod dispatch;
 pub mod error;
+pub(crate) mod http;
 pub mod hub;
 pub mod limits;
+pub mod metrics;
 pub mod mutes;
 pub mod names;
 pub(crate) mod ops;
@@ -42,7 +44,7 @@ pub mod store;
 pub mod tls;
 
 pub use config::{Cluster, Config, Db, Durability, HashCost};
-pub use server::{open_store, run};
+pub use server::{open_store, run, run_with_http};
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]

@@ -76,11 +76,22 @@ pub async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, CommitLog), 
     }
 }
 
+/// Serves connections on `listener` until `shutdown` completes, without the HTTP
+/// endpoints; see [`run_with_http`].
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    run_with_http(listener, None, config, shutdown).await
+}
+
 /// Serves connections on `listener` until `shutdown` completes; then stops accepting,
 /// tells every session (`kicked` with reason `shutdown`), lets in-flight requests finish
 /// (up to `config.shutdown_grace`), and commits and closes the store.
-pub async fn run(
+pub async fn run_with_http(
     listener: TcpListener,
+    http: Option<TcpListener>,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
@@ -137,6 +148,7 @@ pub async fn run(
         mutes,
         blocks,
         admins,
+        metrics: Arc::new(crate::metrics::Metrics::new()),
         stop: StopSwitch::default(),
         trust_order: config.cluster.is_none(),
     });
@@ -147,6 +159,10 @@ pub async fn run(
             config.purge_every,
             cluster_stop.clone(),
         ));
+    }
+    if let Some(http) = http {
+        tracing::info!(addr = ?http.local_addr().ok(), "http endpoints serving");
+        tokio::spawn(crate::http::serve(http, ctx.clone(), cluster_stop.clone()));
     }
     let connections = Arc::new(Semaphore::new(config.max_connections));
     tracing::info!(addr = ?listener.local_addr().ok(), db = %config.db.describe(), "chatd serving");

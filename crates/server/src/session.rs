@@ -67,6 +67,9 @@ pub(crate) fn serve_tcp(
     slot: OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> + Send {
     let _ = stream.set_nodelay(true);
+    let open = ctx
+        .metrics
+        .connection(if tls.is_some() { "tls" } else { "tcp" });
     let conn_id = ctx.hub.next_conn_id();
     // A lean span (it is kept per connection): the peer is logged once, here.
     let span = tracing::info_span!("conn", id = conn_id, user = tracing::field::Empty);
@@ -77,7 +80,7 @@ pub(crate) fn serve_tcp(
         login_deadline: Instant::now() + ctx.config.login_timeout,
         slot,
     };
-    match tls {
+    let served = match tls {
         None => {
             let (read, write) = stream.into_split();
             Either::Left(serve_stream(ctx, read, write, accepted, shutdown).instrument(span))
@@ -87,7 +90,9 @@ pub(crate) fn serve_tcp(
         Some(acceptor) => Either::Right(
             Box::pin(serve_tls(ctx, stream, acceptor, accepted, shutdown)).instrument(span),
         ),
-    }
+    };
+    // The connection counts as open until its session ends.
+    served.map(move |()| drop(open))
 }
 
 /// Serves a connection in TLS: the handshake (within the login deadline), then the stream.
@@ -344,11 +349,17 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
                 let op = req.op();
                 let result = match self.limit.check() {
                     Verdict::Allow => Ok(()),
-                    Verdict::Refuse => Err(OpError::new(
-                        ErrorCode::RateLimited,
-                        "too many requests; slow down",
-                    )),
-                    Verdict::Close => return self.kicked(kick_reason::RATE_LIMITED).await,
+                    Verdict::Refuse => {
+                        self.ctx.metrics.rate_limited.inc();
+                        Err(OpError::new(
+                            ErrorCode::RateLimited,
+                            "too many requests; slow down",
+                        ))
+                    }
+                    Verdict::Close => {
+                        self.ctx.metrics.rate_limited.inc();
+                        return self.kicked(kick_reason::RATE_LIMITED).await;
+                    }
                 };
                 let result = if let Err(e) = result {
                     Err(e)
@@ -408,6 +419,14 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
                 }
             }
             self.append(frame);
+            if frame.msg_id.is_some() {
+                self.ctx.metrics.deliveries.inc();
+                let age_ms = crate::ops::auth::now_ms().saturating_sub(frame.ts_ms);
+                self.ctx
+                    .metrics
+                    .delivery_latency
+                    .observe(age_ms.max(0) as f64 / 1000.0);
+            }
         }
         drop(frames);
         if self.flush().await.is_err() {
@@ -464,8 +483,15 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
             login.delivered.passed(msg.conv, msg.seq);
             return;
         }
-        let frame = Frame::msg(msg.id, msg.conv, msg.seq, chat_proto::event::msg_json(msg));
+        let frame = Frame::msg(
+            msg.id,
+            msg.conv,
+            msg.seq,
+            msg.ts,
+            chat_proto::event::msg_json(msg),
+        );
         self.append(&frame);
+        self.ctx.metrics.deliveries.inc();
     }
 
     /// The user sent `seq` of `conv` from this session.
@@ -563,6 +589,11 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
 
     async fn kicked(&mut self, reason: &'static str) -> Step {
         let flooded = matches!(reason, kick_reason::RATE_LIMITED | kick_reason::TOO_LARGE);
+        self.ctx
+            .metrics
+            .kicks
+            .get_or_create(&crate::metrics::ReasonLabel { reason })
+            .inc();
         let user = self.login.as_ref().map(|l| l.user.id);
         if flooded || reason == kick_reason::SLOW_CONSUMER {
             tracing::info!(reason, peer = %self.peer, user, "closing session");

@@ -30,6 +30,8 @@ pub struct Ctx {
     /// The users `--admins` names, resolved at start: the rights go to accounts that
     /// existed then, never to whoever registers a listed name later.
     pub admins: std::collections::HashSet<chat_proto::UserId>,
+    /// What `/metrics` shows.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Asks the server to shut down (the `shutdown` op).
     pub stop: StopSwitch,
     /// Live messages reach this node's sessions in commit order after the login replay

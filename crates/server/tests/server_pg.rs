@@ -23,6 +23,8 @@ mod errors;
 mod friends;
 #[path = "server/groups.rs"]
 mod groups;
+#[path = "server/http.rs"]
+mod http;
 #[path = "server/invites.rs"]
 mod invites;
 #[path = "server/limits.rs"]

@@ -506,6 +506,7 @@ impl Node {
                 }
                 self.heard(&node);
                 let frame = Arc::new(Frame {
+                    ts_ms: 0,
                     msg_id: None,
                     conv_seq: (0, 0),
                     catch_up: false,
@@ -567,6 +568,7 @@ impl Node {
                 if node != *self.id {
                     self.heard(&node);
                     self.hub.deliver_all(&Arc::new(Frame {
+                        ts_ms: 0,
                         msg_id: None,
                         conv_seq: (0, 0),
                         catch_up: false,

@@ -56,6 +56,27 @@ pub(crate) async fn login<W: AsyncWrite + Unpin, D: Dialect>(
     rid: &Rid,
     req: Login,
 ) -> OpResult {
+    let method = if req.token.is_some() {
+        "token"
+    } else {
+        "password"
+    };
+    let result = log_in(s, rid, req).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) if e.code == chat_proto::ErrorCode::RateLimited => "rate_limited",
+        Err(e) if e.code == chat_proto::ErrorCode::AuthFailed => "failed",
+        Err(_) => "error",
+    };
+    s.ctx.metrics.login(method, outcome);
+    result
+}
+
+async fn log_in<W: AsyncWrite + Unpin, D: Dialect>(
+    s: &mut Session<W, D>,
+    rid: &Rid,
+    req: Login,
+) -> OpResult {
     let (user, token) = match (req.token, req.password) {
         (Some(token), None) if req.id.is_none() && req.name.is_none() => {
             let hash = token_hash(&token);

@@ -11,6 +11,7 @@
 //! - `friends`: friend requests, acceptance, declines, blocks, presence.
 //! - `messages`: one-to-one messages, pending delivery, acks, history.
 //! - `groups`: create, join, leave, delete, members, group messages and history.
+//! - `http`: /metrics, /healthz, /readyz.
 //! - `invites`: closed groups, invitations, group admins, removals, shared history.
 //! - `names`: look-alike and invisible names, `--admins` bound to existing accounts.
 //! - `paging`: big groups' members and long friend lists in pages; a small login reply.
@@ -25,6 +26,7 @@ mod conversations;
 mod errors;
 mod friends;
 mod groups;
+mod http;
 mod invites;
 mod limits;
 mod messages;

@@ -49,6 +49,8 @@ pub(crate) struct TestServer {
     /// refuses names no user has): `register` hands out their ids.
     admins: Vec<(String, i64)>,
     addr: SocketAddr,
+    /// The HTTP endpoints' address, for a server started with them.
+    http: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), chat_server::ServerError>>>,
 }
@@ -61,6 +63,18 @@ impl TestServer {
 
     /// A server whose config `tweak` adjusts first (short timeouts, small limits).
     pub(crate) async fn start_with(tweak: impl FnOnce(&mut chat_server::Config)) -> TestServer {
+        TestServer::start_full(tweak, false).await
+    }
+
+    /// A server with the test defaults and its HTTP endpoints (see [`TestServer::http`]).
+    pub(crate) async fn start_with_http() -> TestServer {
+        TestServer::start_full(|_| {}, true).await
+    }
+
+    async fn start_full(
+        tweak: impl FnOnce(&mut chat_server::Config),
+        with_http: bool,
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = chat_server::Config::for_tests(dir.path().join("chat.db"));
         let schema = match crate::STORE {
@@ -76,7 +90,7 @@ impl TestServer {
         if !config.admins.is_empty() {
             let mut first = config.clone();
             first.admins.clear();
-            let (addr, stop, task) = spawn(first).await;
+            let (addr, _, stop, task) = spawn(first, false).await;
             for name in &config.admins {
                 let id = Conn::connect(addr).await.register(name, PASSWORD).await;
                 admins.push((name.clone(), id));
@@ -88,13 +102,14 @@ impl TestServer {
                 "the first server did not stop: {stopped:?}"
             );
         }
-        let (addr, stop, task) = spawn(config.clone()).await;
+        let (addr, http, stop, task) = spawn(config.clone(), with_http).await;
         TestServer {
             _dir: dir,
             _schema: schema,
             config,
             admins,
             addr,
+            http,
             stop: Some(stop),
             task: Some(task),
         }
@@ -102,6 +117,36 @@ impl TestServer {
 
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `GET path` from the HTTP endpoints: the status code and the body.
+    pub(crate) async fn http_get(&self, path: &str) -> (u16, String) {
+        let addr = self.http.expect("a server started with its HTTP endpoints");
+        let mut stream = TcpStream::connect(addr).await.expect("connect to http");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("write request");
+        let mut response = Vec::new();
+        tokio::time::timeout(
+            WAIT,
+            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response),
+        )
+        .await
+        .expect("no http response in time")
+        .expect("read response");
+        let response = String::from_utf8(response).expect("utf-8 response");
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no status line: {response}"));
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default();
+        (status, body)
     }
 
     /// Signals shutdown and waits for `run` to return, which must be `Ok`.
@@ -123,7 +168,7 @@ impl TestServer {
     /// Stops the server and starts a new one on the same store (on a new port).
     pub(crate) async fn restart(&mut self) {
         self.stop().await;
-        let (addr, stop, task) = spawn(self.config.clone()).await;
+        let (addr, _, stop, task) = spawn(self.config.clone(), false).await;
         self.addr = addr;
         self.stop = Some(stop);
         self.task = Some(task);
@@ -258,18 +303,31 @@ fn skip(why: &str) -> ! {
 
 async fn spawn(
     config: chat_server::Config,
+    with_http: bool,
 ) -> (
     SocketAddr,
+    Option<SocketAddr>,
     oneshot::Sender<()>,
     JoinHandle<Result<(), chat_server::ServerError>>,
 ) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
+    let http = if with_http {
+        Some(TcpListener::bind("127.0.0.1:0").await.expect("bind http"))
+    } else {
+        None
+    };
+    let http_addr = http.as_ref().map(|l| l.local_addr().expect("http addr"));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(chat_server::run(listener, config, async move {
-        let _ = stop_rx.await;
-    }));
-    (addr, stop_tx, task)
+    let task = tokio::spawn(chat_server::run_with_http(
+        listener,
+        http,
+        config,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    (addr, http_addr, stop_tx, task)
 }
 
 /// One frame read from a connection: its JSON, or the end of the connection.

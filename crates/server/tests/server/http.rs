@@ -1,0 +1,70 @@
+//! The operator's HTTP endpoints: `/metrics` counts what happened, `/healthz` and
+//! `/readyz` answer, anything else is 404.
+
+use serde_json::json;
+
+use crate::util::TestServer;
+
+/// The value of the sample `line` starts with (`name{labels}`), if present.
+fn sample(metrics: &str, line: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(line) && l[line.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_connections_logins_messages_and_deliveries() {
+    let server = TestServer::start_with_http().await;
+    let (mut alice, _) = server.user("alice").await;
+    let (mut bob, bob_id) = server.user("bob").await;
+    let mut stranger = server.connect().await;
+    let reply = stranger
+        .request(json!({"op": "login", "name": "alice", "password": "wrong"}))
+        .await;
+    assert_eq!(reply["error"]["code"], "auth_failed");
+    alice.send_msg(bob_id, "counted").await;
+    bob.next_msg().await;
+
+    let (status, text) = server.http_get("/metrics").await;
+    assert_eq!(status, 200, "{text}");
+    let value = |line: &str| sample(&text, line).unwrap_or_else(|| panic!("no {line} in\n{text}"));
+    assert_eq!(value("chatd_connections{transport=\"tcp\"}"), 3.0);
+    assert_eq!(value("chatd_sessions"), 2.0);
+    assert_eq!(
+        value("chatd_logins_total{method=\"password\",result=\"ok\"}"),
+        2.0
+    );
+    assert_eq!(
+        value("chatd_logins_total{method=\"password\",result=\"failed\"}"),
+        1.0
+    );
+    assert_eq!(value("chatd_messages_total{kind=\"direct\"}"), 1.0);
+    assert_eq!(value("chatd_deliveries_total"), 1.0);
+    assert_eq!(value("chatd_delivery_latency_seconds_count"), 1.0);
+    assert!(
+        text.contains("# TYPE chatd_delivery_latency_seconds histogram"),
+        "{text}"
+    );
+
+    // A connection that goes is no longer counted.
+    drop(stranger);
+    let deadline = tokio::time::Instant::now() + crate::util::WAIT;
+    loop {
+        let (_, text) = server.http_get("/metrics").await;
+        if sample(&text, "chatd_connections{transport=\"tcp\"}") == Some(2.0) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{text}");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness_answer() {
+    let server = TestServer::start_with_http().await;
+    assert_eq!(server.http_get("/healthz").await, (200, "ok\n".into()));
+    assert_eq!(server.http_get("/readyz").await, (200, "ready\n".into()));
+    assert_eq!(server.http_get("/nothing").await.0, 404);
+}
