@@ -21,6 +21,10 @@ struct Args {
     /// without it.
     #[arg(long, env = "CHATD_HTTP")]
     http: Option<String>,
+    /// Origins (`https://host[:port]`) whose web pages may open a WebSocket session on
+    /// /ws, besides the server's own; `*` for any.
+    #[arg(long, env = "CHATD_WS_ORIGIN", value_delimiter = ',')]
+    ws_origin: Vec<String>,
     /// The store: a SQLite file path (created on first start), `sqlite:PATH`, or a
     /// PostgreSQL URL (`postgres://user@host/db`) for a cluster's shared store.
     #[arg(long, env = "CHATD_DB", default_value = "chatd.db")]
@@ -207,6 +211,7 @@ impl Args {
             auth_burst: self.auth_burst,
             admins: self.admins.clone(),
             list_all_users: self.list_users == "all",
+            ws_origins: self.ws_origin.clone(),
             pending_ttl: days(self.pending_ttl_days, "--pending-ttl-days")?,
             history_retention: self
                 .history_retention_days

@@ -139,6 +139,9 @@ pub struct Config {
     /// `users` lists everyone online to everyone (`--list-users all`); by default a user
     /// sees only its online friends (an admin, everyone).
     pub list_all_users: bool,
+    /// Origins (`https://host[:port]`) whose pages may open a WebSocket session, besides
+    /// this server's own (`--ws-origin`; `*` for any).
+    pub ws_origins: Vec<String>,
     /// A pending message not delivered within this long is dropped from delivery (it
     /// stays in history).
     pub pending_ttl: Duration,
@@ -172,6 +175,7 @@ impl Default for Config {
             max_connections: 100_000,
             admins: Vec::new(),
             list_all_users: false,
+            ws_origins: Vec::new(),
             pending_ttl: Duration::from_secs(30 * 24 * 3600),
             history_retention: None,
             purge_every: Duration::from_secs(60),

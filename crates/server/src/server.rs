@@ -160,15 +160,25 @@ pub async fn run_with_http(
             cluster_stop.clone(),
         ));
     }
-    if let Some(http) = http {
-        tracing::info!(addr = ?http.local_addr().ok(), "http endpoints serving");
-        tokio::spawn(crate::http::serve(http, ctx.clone(), cluster_stop.clone()));
-    }
     let connections = Arc::new(Semaphore::new(config.max_connections));
-    tracing::info!(addr = ?listener.local_addr().ok(), db = %config.db.describe(), "chatd serving");
-
     let stop = CancellationToken::new();
     let sessions = TaskTracker::new();
+    if let Some(http) = http {
+        tracing::info!(addr = ?http.local_addr().ok(), "http endpoints serving");
+        let gate = crate::http::Gate {
+            slots: connections.clone(),
+            stop: stop.clone(),
+            sessions: sessions.clone(),
+        };
+        tokio::spawn(crate::http::serve(
+            http,
+            ctx.clone(),
+            gate,
+            cluster_stop.clone(),
+        ));
+    }
+    tracing::info!(addr = ?listener.local_addr().ok(), db = %config.db.describe(), "chatd serving");
+
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

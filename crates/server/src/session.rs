@@ -156,6 +156,32 @@ async fn serve_stream<R, W>(
     }
 }
 
+/// Serves a version-1 session over another transport (WebSocket): `frames` are its
+/// requests, one per item, and `writer` takes JSON lines.
+pub(crate) async fn serve_frames<S, W>(
+    ctx: Arc<Ctx>,
+    frames: S,
+    writer: W,
+    peer: IpAddr,
+    slot: OwnedSemaphorePermit,
+    shutdown: CancellationToken,
+) where
+    S: Stream<Item = Result<BytesMut, FrameError>> + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let conn_id = ctx.hub.next_conn_id();
+    let span = tracing::info_span!("ws", id = conn_id, user = tracing::field::Empty);
+    tracing::debug!(parent: &span, %peer, "connected");
+    let accepted = Accepted {
+        conn_id,
+        peer,
+        login_deadline: Instant::now() + ctx.config.login_timeout,
+        slot,
+    };
+    let mut session = Session::new(ctx, accepted, writer, Native);
+    session.run(frames, shutdown).instrument(span).await;
+}
+
 /// Tells a connection past `--max-connections` that the server is full, and closes it.
 pub(crate) async fn refuse_full(mut stream: TcpStream) {
     let frame = Frame::event(&Event::Kicked {
@@ -649,6 +675,17 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
             tokio::time::timeout(self.ctx.config.write_timeout, write)
                 .await
                 .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+        };
+        // A transport that holds writes back (a WebSocket's messages) sends them now; for
+        // TCP this is ready at once.
+        let result = match result {
+            Ok(()) => match self.writer.flush().now_or_never() {
+                Some(flushed) => flushed,
+                None => tokio::time::timeout(self.ctx.config.write_timeout, self.writer.flush())
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+            },
+            Err(e) => Err(e),
         };
         // An idle session keeps no buffer: most sessions are idle most of the time.
         self.out = Vec::new();

@@ -43,6 +43,8 @@ mod sessions;
 mod store;
 #[path = "server/util.rs"]
 mod util;
+#[path = "server/ws.rs"]
+mod ws;
 
 /// The store every test of this binary runs on.
 const STORE: util::StoreKind = util::StoreKind::Postgres;

@@ -16,6 +16,7 @@
 //! - `names`: look-alike and invisible names, `--admins` bound to existing accounts.
 //! - `paging`: big groups' members and long friend lists in pages; a small login reply.
 //! - `limits`: overload protection: connection limit, request and login rate limits.
+//! - `ws`: the protocol over WebSocket, chat with TCP clients, limits, the Origin check.
 //! - `sessions`: second login, login and idle timeouts, shutdown, restart.
 #![allow(clippy::unwrap_used)]
 
@@ -35,6 +36,7 @@ mod names;
 mod paging;
 mod sessions;
 mod util;
+mod ws;
 
 /// The store every test of this binary runs on.
 const STORE: util::StoreKind = util::StoreKind::Sqlite;

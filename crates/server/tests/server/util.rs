@@ -71,6 +71,18 @@ impl TestServer {
         TestServer::start_full(|_| {}, true).await
     }
 
+    /// [`TestServer::start_with_http`] with a config `tweak`.
+    pub(crate) async fn start_with_http_and(
+        tweak: impl FnOnce(&mut chat_server::Config),
+    ) -> TestServer {
+        TestServer::start_full(tweak, true).await
+    }
+
+    /// The HTTP endpoints' address.
+    pub(crate) fn http_addr(&self) -> SocketAddr {
+        self.http.expect("a server started with its HTTP endpoints")
+    }
+
     async fn start_full(
         tweak: impl FnOnce(&mut chat_server::Config),
         with_http: bool,
@@ -121,7 +133,7 @@ impl TestServer {
 
     /// `GET path` from the HTTP endpoints: the status code and the body.
     pub(crate) async fn http_get(&self, path: &str) -> (u16, String) {
-        let addr = self.http.expect("a server started with its HTTP endpoints");
+        let addr = self.http_addr();
         let mut stream = TcpStream::connect(addr).await.expect("connect to http");
         let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
         stream

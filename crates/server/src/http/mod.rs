@@ -1,11 +1,12 @@
-//! The operator's HTTP endpoints, beside the chat listener (`--http ADDR`):
-//! `GET /metrics` (Prometheus text), `GET /healthz` (the process serves) and
-//! `GET /readyz` (the store answers and, in a cluster, Redis does: a balancer sends
-//! clients here only then).
+//! HTTP beside the chat listener (`--http ADDR`): `GET /ws` (the chat protocol over
+//! WebSocket, see [`ws`]), and the operator's endpoints: `GET /metrics` (Prometheus
+//! text), `GET /healthz` (the process serves) and `GET /readyz` (the store answers and,
+//! in a cluster, Redis does: a balancer sends clients here only then).
 //!
 //! Off by default: an operator chooses where it listens (usually an address only the
 //! monitoring network reaches), since metrics show how busy the server is.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,20 +16,46 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::state::Ctx;
+
+mod ws;
+
+/// What WebSocket sessions share with TCP ones: the connection limit, the shutdown
+/// signal, and the tracker shutdown waits on.
+pub(crate) struct Gate {
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) stop: CancellationToken,
+    pub(crate) sessions: TaskTracker,
+}
+
+/// The handlers' state.
+pub(crate) struct Shared {
+    ctx: Arc<Ctx>,
+    gate: Gate,
+}
 
 /// How long a readiness check waits for the store or Redis.
 const READY_WAIT: Duration = Duration::from_secs(2);
 
 /// Serves the endpoints on `listener` until `stop` is cancelled.
-pub(crate) async fn serve(listener: TcpListener, ctx: Arc<Ctx>, stop: CancellationToken) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    ctx: Arc<Ctx>,
+    gate: Gate,
+    stop: CancellationToken,
+) {
+    let shared = Arc::new(Shared { ctx, gate });
     let app = Router::new()
+        .route("/ws", get(ws::upgrade))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(ctx);
+        .with_state(shared);
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;
@@ -37,7 +64,8 @@ pub(crate) async fn serve(listener: TcpListener, ctx: Arc<Ctx>, stop: Cancellati
     }
 }
 
-async fn metrics(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let ctx = &shared.ctx;
     ctx.metrics.sessions.set(ctx.hub.online_count() as i64);
     (
         [(
@@ -52,7 +80,8 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(ctx): State<Arc<Ctx>>) -> (StatusCode, String) {
+async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
+    let ctx = &shared.ctx;
     let store = tokio::time::timeout(READY_WAIT, ctx.store.user(0)).await;
     if !matches!(store, Ok(Ok(_))) {
         return (
