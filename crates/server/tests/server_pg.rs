@@ -31,6 +31,8 @@ mod limits;
 mod messages;
 #[path = "server/migrate.rs"]
 mod migrate;
+#[path = "server/proxy.rs"]
+mod proxy;
 #[path = "server/sessions.rs"]
 mod sessions;
 #[path = "server_pg/store.rs"]

@@ -155,7 +155,7 @@ pub(crate) async fn login<W: AsyncWrite + Unpin, D: Dialect>(
 /// Registrations and password logins are limited per source address: guessing
 /// passwords must be slow.
 fn check_attempts<W: AsyncWrite + Unpin, D: Dialect>(s: &Session<W, D>) -> Result<(), OpError> {
-    if s.ctx.auth_limits.take(s.peer) {
+    if s.ctx.auth_limits.take(crate::limits::address_key(s.peer)) {
         Ok(())
     } else {
         tracing::info!(peer = %s.peer, "too many registrations or password logins");

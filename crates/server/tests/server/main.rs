@@ -12,7 +12,9 @@
 //! - `messages`: one-to-one messages, pending delivery, acks, history.
 //! - `groups`: create, join, leave, delete, members, group messages and history.
 //! - `invites`: closed groups, invitations, group admins, removals, shared history.
-//! - `limits`: overload protection: connection limit, request and login rate limits.
+//! - `limits`: overload protection: connection limits (total, per address), request and
+//!   login rate limits, the frame limit before login.
+//! - `proxy`: the PROXY protocol: limits keyed on the client a trusted proxy names.
 //! - `sessions`: second login, login and idle timeouts, shutdown, restart.
 #![allow(clippy::unwrap_used)]
 
@@ -27,6 +29,7 @@ mod invites;
 mod limits;
 mod messages;
 mod migrate;
+mod proxy;
 mod sessions;
 mod util;
 

@@ -1,0 +1,273 @@
+//! A connection from `accept` to its session loop: who it is from, whether it may stay,
+//! and which protocol it speaks.
+//!
+//! A connection that has not logged in has proved nothing, so everything it can make
+//! the server hold is bounded here: the PROXY protocol header (when the peer is a
+//! trusted balancer) has a size and a time limit ([`crate::proxy`]); the client's
+//! address may hold at most `--max-connections-per-address` connections (past it:
+//! `kicked` `too_many_connections`); the TLS handshake and the protocol sniffing run
+//! under the login deadline; and until login a frame may be at most
+//! `--max-frame-before-login` bytes (the session raises it to `--max-frame` at login and
+//! lowers it again at logout, through [`FrameSource`]).
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use chat_proto::codec::{FrameError, LineCodec};
+use chat_proto::event::kick_reason;
+use chat_proto::Event;
+use futures::Stream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::classic::{ClassicCodec, ClassicDialect};
+use crate::dialect::{sniff, Native, Prefixed, Protocol};
+use crate::hub::Frame;
+use crate::limits::AddressSlot;
+use crate::session::Session;
+use crate::state::Ctx;
+
+/// What the session knows of how its connection was accepted.
+pub(crate) struct Accepted {
+    pub(crate) conn_id: u64,
+    /// The client's address (from the PROXY protocol header behind a balancer), for the
+    /// per-address limits on registering and logging in.
+    pub(crate) peer: IpAddr,
+    /// When the connection is closed unless it has logged in.
+    pub(crate) login_deadline: Instant,
+    /// Its place under `--max-connections`, given back when the session ends.
+    pub(crate) slot: OwnedSemaphorePermit,
+    /// Its place under `--max-connections-per-address`.
+    pub(crate) address_slot: AddressSlot,
+}
+
+/// A stream of inbound frames whose size limit the session can change.
+pub(crate) trait FrameSource: Stream<Item = Result<BytesMut, FrameError>> + Unpin {
+    /// The largest frame accepted from the next one on.
+    fn set_max_frame(&mut self, max: usize);
+}
+
+impl<R: AsyncRead + Unpin> FrameSource for FramedRead<R, LineCodec> {
+    fn set_max_frame(&mut self, max: usize) {
+        self.decoder_mut().set_max_len(max);
+    }
+}
+
+impl<R: AsyncRead + Unpin> FrameSource for FramedRead<R, ClassicCodec> {
+    fn set_max_frame(&mut self, max: usize) {
+        self.decoder_mut().set_max_len(max);
+    }
+}
+
+impl<T: FrameSource + ?Sized> FrameSource for &mut T {
+    fn set_max_frame(&mut self, max: usize) {
+        (**self).set_max_frame(max);
+    }
+}
+
+/// Serves one TCP connection (in TLS when the server has a certificate) until it
+/// closes, is kicked, or the server shuts down.
+///
+/// Not an `async fn`: that would keep its arguments beside the locals they move into,
+/// which every connection would carry for its whole life.
+pub(crate) fn serve_tcp(
+    ctx: Arc<Ctx>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: CancellationToken,
+    slot: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send {
+    let _ = stream.set_nodelay(true);
+    let conn_id = ctx.hub.next_conn_id();
+    // A lean span (it is kept per connection): the peer is logged once, at admission.
+    let span = tracing::info_span!("conn", id = conn_id, user = tracing::field::Empty);
+    let login_deadline = Instant::now() + ctx.config.login_timeout;
+    async move {
+        // Boxed: admission runs once; inline, its state would widen every session.
+        let Some(admitted) = Box::pin(admit(&ctx, stream, peer, login_deadline)).await else {
+            return;
+        };
+        let accepted = Accepted {
+            conn_id,
+            peer: admitted.client,
+            login_deadline,
+            slot,
+            address_slot: admitted.address_slot,
+        };
+        match tls {
+            None => {
+                let (read, write) = admitted.stream.into_split();
+                serve_stream(ctx, read, write, accepted, admitted.first, shutdown).await;
+            }
+            // Boxed: a future is as large as its largest branch, and a TLS handshake in
+            // flight is large; plain connections must not carry its size for their life.
+            Some(acceptor) => {
+                let stream = Prefixed::new(admitted.first, admitted.stream);
+                Box::pin(serve_tls(ctx, stream, acceptor, accepted, shutdown)).await;
+            }
+        }
+    }
+    .instrument(span)
+}
+
+/// A connection let in: who it is from, and its bytes read already.
+struct Admitted {
+    stream: TcpStream,
+    client: IpAddr,
+    /// Bytes read with the PROXY protocol header: the start of the client's stream.
+    first: BytesMut,
+    address_slot: AddressSlot,
+}
+
+/// Reads the PROXY protocol header if the peer is a trusted balancer, then takes a place
+/// under the client address's connection cap. `None`: the connection is closed (after
+/// `too_many_connections` when its address holds too many already).
+async fn admit(
+    ctx: &Ctx,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    login_deadline: Instant,
+) -> Option<Admitted> {
+    let mut client = peer.ip();
+    let mut first = BytesMut::new();
+    if let Some(trust) = &ctx.config.proxy_protocol {
+        if trust.trusts(peer.ip()) {
+            let by = login_deadline.min(Instant::now() + crate::proxy::HEADER_TIMEOUT);
+            match tokio::time::timeout_at(by, crate::proxy::read_header(&mut stream)).await {
+                Ok(Ok((header, rest))) => {
+                    if let Some(source) = header.source {
+                        client = source.ip();
+                    }
+                    first = rest;
+                }
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, error = %e, "closing a connection from a trusted proxy");
+                    return None;
+                }
+                Err(_) => {
+                    tracing::info!(%peer, "no PROXY protocol header in time; closing");
+                    return None;
+                }
+            }
+        }
+    }
+    tracing::debug!(%peer, %client, "connected");
+    let Some(address_slot) = ctx.address_slots.take(client) else {
+        tracing::info!(%client, "too many connections from one address");
+        refuse(stream, kick_reason::TOO_MANY_CONNECTIONS).await;
+        return None;
+    };
+    Some(Admitted {
+        stream,
+        client,
+        first,
+        address_slot,
+    })
+}
+
+/// Serves a connection in TLS: the handshake (within the login deadline), then the stream.
+async fn serve_tls<S: AsyncRead + AsyncWrite + Unpin>(
+    ctx: Arc<Ctx>,
+    stream: S,
+    acceptor: tokio_rustls::TlsAcceptor,
+    accepted: Accepted,
+    shutdown: CancellationToken,
+) {
+    match tokio::time::timeout_at(accepted.login_deadline, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let (read, write) = tokio::io::split(stream);
+            serve_stream(ctx, read, write, accepted, BytesMut::new(), shutdown).await;
+        }
+        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!("TLS handshake timed out"),
+    }
+}
+
+/// Serves one connection's byte stream, whatever carries it (`first`: bytes read from it
+/// already): tells the protocol from the first frame, then runs the session loop with
+/// that protocol's codec and dialect.
+async fn serve_stream<R, W>(
+    ctx: Arc<Ctx>,
+    mut read: R,
+    write: W,
+    accepted: Accepted,
+    mut first: BytesMut,
+    shutdown: CancellationToken,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let max_frame = ctx.config.frame_limit(false);
+    first.reserve(256);
+    // Boxed: the sniffing (a read and a timer) lasts one frame; inline, its state would be
+    // laid out beside the session loop for the connection's whole life.
+    let sniffed = Box::pin(tokio::time::timeout_at(
+        accepted.login_deadline,
+        sniff_stream(&mut read, &mut first, max_frame),
+    ))
+    .await;
+    // A connection that says nothing in time is a native one past its login deadline.
+    let protocol = sniffed.unwrap_or(Protocol::Native);
+    let read = Prefixed::new(first, read);
+    match protocol {
+        Protocol::Native => {
+            let mut frames = FramedRead::with_capacity(read, LineCodec::new(max_frame), 256);
+            let mut session = Session::new(ctx, accepted, write, Native);
+            // By reference: an async fn keeps its arguments beside the locals they move
+            // into, so a session passed by value would be laid out twice.
+            session.run(&mut frames, shutdown).await;
+        }
+        Protocol::Classic => {
+            tracing::debug!("classic protocol");
+            let mut frames = FramedRead::with_capacity(read, ClassicCodec::new(max_frame), 256);
+            let mut session = Session::new(ctx, accepted, write, ClassicDialect::new());
+            // Boxed, as the TLS path is: its dialect's state would otherwise widen every
+            // native session's future.
+            Box::pin(session.run(&mut frames, shutdown)).await;
+        }
+    }
+}
+
+/// Tells a connection that it is not served (`server_full` past `--max-connections`,
+/// `too_many_connections` past the per-address cap), and closes it. The line is plain
+/// JSON even on a TLS listener: no handshake is spent on a connection that is refused.
+pub(crate) async fn refuse(mut stream: TcpStream, reason: &'static str) {
+    let frame = Frame::event(&Event::Kicked {
+        reason: reason.to_string(),
+        message: None,
+    });
+    let _ = tokio::time::timeout(REFUSAL_WRITE, stream.write_all(&frame.bytes)).await;
+    let _ = stream.shutdown().await;
+}
+
+/// How long a refusal line may take to write.
+const REFUSAL_WRITE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads until the first frame tells the protocol (or the connection ends, or the bytes
+/// pass the frame limit: then it is native, and the native codec answers).
+async fn sniff_stream<R: AsyncRead + Unpin>(
+    read: &mut R,
+    first: &mut BytesMut,
+    max_frame: usize,
+) -> Protocol {
+    loop {
+        if let Some(protocol) = sniff(first) {
+            return protocol;
+        }
+        if first.len() > max_frame {
+            return Protocol::Native;
+        }
+        match read.read_buf(first).await {
+            Ok(0) | Err(_) => return Protocol::Native,
+            Ok(_) => {}
+        }
+    }
+}
