@@ -18,7 +18,8 @@ use bytes::BytesMut;
 use chat_proto::codec::{FrameError, LineCodec};
 use chat_proto::event::kick_reason;
 use chat_proto::Event;
-use futures::Stream;
+use futures::future::Either;
+use futures::{FutureExt, Stream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
@@ -75,8 +76,10 @@ impl<T: FrameSource + ?Sized> FrameSource for &mut T {
 /// Serves one TCP connection (in TLS when the server has a certificate) until it
 /// closes, is kicked, or the server shuts down.
 ///
-/// Not an `async fn`: that would keep its arguments beside the locals they move into,
-/// which every connection would carry for its whole life.
+/// Not an `async fn`, nor an `async` block: either would keep its arguments and locals
+/// beside the session's future for the connection's whole life. Admission (boxed: it
+/// runs once) is followed by the session through `then`, which lays out one or the
+/// other, never both.
 pub(crate) fn serve_tcp(
     ctx: Arc<Ctx>,
     stream: TcpStream,
@@ -90,32 +93,43 @@ pub(crate) fn serve_tcp(
     // A lean span (it is kept per connection): the peer is logged once, at admission.
     let span = tracing::info_span!("conn", id = conn_id, user = tracing::field::Empty);
     let login_deadline = Instant::now() + ctx.config.login_timeout;
-    async move {
-        // Boxed: admission runs once; inline, its state would widen every session.
-        let Some(admitted) = Box::pin(admit(&ctx, stream, peer, login_deadline)).await else {
-            return;
-        };
-        let accepted = Accepted {
-            conn_id,
-            peer: admitted.client,
-            login_deadline,
-            slot,
-            address_slot: admitted.address_slot,
-        };
-        match tls {
-            None => {
-                let (read, write) = admitted.stream.into_split();
-                serve_stream(ctx, read, write, accepted, admitted.first, shutdown).await;
-            }
-            // Boxed: a future is as large as its largest branch, and a TLS handshake in
-            // flight is large; plain connections must not carry its size for their life.
-            Some(acceptor) => {
-                let stream = Prefixed::new(admitted.first, admitted.stream);
-                Box::pin(serve_tls(ctx, stream, acceptor, accepted, shutdown)).await;
-            }
-        }
-    }
-    .instrument(span)
+    let admission = Box::pin(admit(ctx.clone(), stream, peer, login_deadline));
+    admission
+        .then(move |admitted| {
+            let Some(admitted) = admitted else {
+                return Either::Right(std::future::ready(()));
+            };
+            let accepted = Accepted {
+                conn_id,
+                peer: admitted.client,
+                login_deadline,
+                slot,
+                address_slot: admitted.address_slot,
+            };
+            Either::Left(match tls {
+                None => {
+                    let (read, write) = admitted.stream.into_split();
+                    Either::Left(serve_stream(
+                        ctx,
+                        read,
+                        write,
+                        accepted,
+                        admitted.first,
+                        shutdown,
+                    ))
+                }
+                // Boxed: a future is as large as its largest branch, and a TLS handshake
+                // in flight is large; plain connections must not carry its size for
+                // their life.
+                Some(acceptor) => {
+                    let stream = Prefixed::new(admitted.first, admitted.stream);
+                    Either::Right(Box::pin(serve_tls(
+                        ctx, stream, acceptor, accepted, shutdown,
+                    )))
+                }
+            })
+        })
+        .instrument(span)
 }
 
 /// A connection let in: who it is from, and its bytes read already.
@@ -131,7 +145,7 @@ struct Admitted {
 /// under the client address's connection cap. `None`: the connection is closed (after
 /// `too_many_connections` when its address holds too many already).
 async fn admit(
-    ctx: &Ctx,
+    ctx: Arc<Ctx>,
     mut stream: TcpStream,
     peer: SocketAddr,
     login_deadline: Instant,
