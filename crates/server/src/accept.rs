@@ -77,9 +77,11 @@ impl<T: FrameSource + ?Sized> FrameSource for &mut T {
 /// closes, is kicked, or the server shuts down.
 ///
 /// Not an `async fn`, nor an `async` block: either would keep its arguments and locals
-/// beside the session's future for the connection's whole life. Admission (boxed: it
-/// runs once) is followed by the session through `then`, which lays out one or the
-/// other, never both.
+/// beside the session's future for the connection's whole life. The PROXY protocol
+/// header (only from a trusted balancer: boxed, it runs once) is followed by the session
+/// through `then`, which lays out one or the other, never both; a direct connection
+/// allocates nothing for it (freed memory between long-lived allocations of every
+/// connection would stay as holes).
 pub(crate) fn serve_tcp(
     ctx: Arc<Ctx>,
     stream: TcpStream,
@@ -93,28 +95,43 @@ pub(crate) fn serve_tcp(
     // A lean span (it is kept per connection): the peer is logged once, at admission.
     let span = tracing::info_span!("conn", id = conn_id, user = tracing::field::Empty);
     let login_deadline = Instant::now() + ctx.config.login_timeout;
-    let admission = Box::pin(admit(ctx.clone(), stream, peer, login_deadline));
-    admission
-        .then(move |admitted| {
-            let Some(admitted) = admitted else {
-                return Either::Right(std::future::ready(()));
+    let trusted = (ctx.config.proxy_protocol.as_ref()).is_some_and(|t| t.trusts(peer.ip()));
+    let arrival = if trusted {
+        Either::Left(Box::pin(proxy_header(stream, peer, login_deadline)))
+    } else {
+        Either::Right(std::future::ready(Some(Arrival {
+            stream,
+            client: peer.ip(),
+            first: BytesMut::new(),
+        })))
+    };
+    arrival
+        .then(move |arrival| {
+            let Some(arrival) = arrival else {
+                return Either::Right(Either::Right(std::future::ready(())));
+            };
+            tracing::debug!(%peer, client = %arrival.client, "connected");
+            let Some(address_slot) = ctx.address_slots.take(arrival.client) else {
+                tracing::info!(client = %arrival.client, "too many connections from one address");
+                let refusal = refuse(arrival.stream, kick_reason::TOO_MANY_CONNECTIONS);
+                return Either::Right(Either::Left(Box::pin(refusal)));
             };
             let accepted = Accepted {
                 conn_id,
-                peer: admitted.client,
+                peer: arrival.client,
                 login_deadline,
                 slot,
-                address_slot: admitted.address_slot,
+                address_slot,
             };
             Either::Left(match tls {
                 None => {
-                    let (read, write) = admitted.stream.into_split();
+                    let (read, write) = arrival.stream.into_split();
                     Either::Left(serve_stream(
                         ctx,
                         read,
                         write,
                         accepted,
-                        admitted.first,
+                        arrival.first,
                         shutdown,
                     ))
                 }
@@ -122,7 +139,7 @@ pub(crate) fn serve_tcp(
                 // in flight is large; plain connections must not carry its size for
                 // their life.
                 Some(acceptor) => {
-                    let stream = Prefixed::new(admitted.first, admitted.stream);
+                    let stream = Prefixed::new(arrival.first, arrival.stream);
                     Either::Right(Box::pin(serve_tls(
                         ctx, stream, acceptor, accepted, shutdown,
                     )))
@@ -132,59 +149,40 @@ pub(crate) fn serve_tcp(
         .instrument(span)
 }
 
-/// A connection let in: who it is from, and its bytes read already.
-struct Admitted {
+/// A connection and who it is from.
+struct Arrival {
     stream: TcpStream,
+    /// The client's address: the connection's own, or the one a trusted balancer's
+    /// PROXY protocol header names.
     client: IpAddr,
-    /// Bytes read with the PROXY protocol header: the start of the client's stream.
+    /// Bytes read with the header: the start of the client's stream.
     first: BytesMut,
-    address_slot: AddressSlot,
 }
 
-/// Reads the PROXY protocol header if the peer is a trusted balancer, then takes a place
-/// under the client address's connection cap. `None`: the connection is closed (after
-/// `too_many_connections` when its address holds too many already).
-async fn admit(
-    ctx: Arc<Ctx>,
+/// Reads the PROXY protocol header a trusted balancer starts a connection with (within
+/// [`crate::proxy::HEADER_TIMEOUT`] and the login deadline). `None`: there was no valid
+/// header in time, and the connection is closed.
+async fn proxy_header(
     mut stream: TcpStream,
     peer: SocketAddr,
     login_deadline: Instant,
-) -> Option<Admitted> {
-    let mut client = peer.ip();
-    let mut first = BytesMut::new();
-    if let Some(trust) = &ctx.config.proxy_protocol {
-        if trust.trusts(peer.ip()) {
-            let by = login_deadline.min(Instant::now() + crate::proxy::HEADER_TIMEOUT);
-            match tokio::time::timeout_at(by, crate::proxy::read_header(&mut stream)).await {
-                Ok(Ok((header, rest))) => {
-                    if let Some(source) = header.source {
-                        client = source.ip();
-                    }
-                    first = rest;
-                }
-                Ok(Err(e)) => {
-                    tracing::info!(%peer, error = %e, "closing a connection from a trusted proxy");
-                    return None;
-                }
-                Err(_) => {
-                    tracing::info!(%peer, "no PROXY protocol header in time; closing");
-                    return None;
-                }
-            }
+) -> Option<Arrival> {
+    let by = login_deadline.min(Instant::now() + crate::proxy::HEADER_TIMEOUT);
+    match tokio::time::timeout_at(by, crate::proxy::read_header(&mut stream)).await {
+        Ok(Ok((header, first))) => Some(Arrival {
+            client: header.source.map_or(peer.ip(), |source| source.ip()),
+            stream,
+            first,
+        }),
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "closing a connection from a trusted proxy");
+            None
+        }
+        Err(_) => {
+            tracing::info!(%peer, "no PROXY protocol header in time; closing");
+            None
         }
     }
-    tracing::debug!(%peer, %client, "connected");
-    let Some(address_slot) = ctx.address_slots.take(client) else {
-        tracing::info!(%client, "too many connections from one address");
-        refuse(stream, kick_reason::TOO_MANY_CONNECTIONS).await;
-        return None;
-    };
-    Some(Admitted {
-        stream,
-        client,
-        first,
-        address_slot,
-    })
 }
 
 /// Serves a connection in TLS: the handshake (within the login deadline), then the stream.
