@@ -7,7 +7,7 @@
 #   deploy/cluster.sh status   what runs, and whether the front port answers
 #
 # Clients connect to 127.0.0.1:6000 (nginx, deploy/nginx.conf); the nodes listen on
-# 127.0.0.1:6001-6003. PostgreSQL and Redis must be running already; the database is
+# 127.0.0.1:6001-6003 and take the client's address from nginx's PROXY protocol header. PostgreSQL and Redis must be running already; the database is
 # created if it does not exist. Nothing here needs root once nginx is installed: every
 # file (logs, pids, nginx's prefix) is under the run directory.
 #
@@ -112,7 +112,10 @@ start_node() {
     say "node$n already runs (pid $pid)"
     return
   fi
+  # nginx sends a PROXY protocol header (deploy/nginx.conf) from 127.0.0.1; a direct
+  # connection to a node from 127.0.0.1 must therefore send one too.
   "$BIN" --listen "127.0.0.1:$port" --db "$DB" --redis "$REDIS" --node-id "node$n" \
+    --proxy-protocol --proxy-protocol-from 127.0.0.1 \
     >"$RUN/node$n.out" 2>"$RUN/node$n.log" </dev/null &
   pid=$!
   echo "$pid" >"$RUN/node$n.pid"

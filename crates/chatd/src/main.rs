@@ -5,8 +5,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chat_server::config::TlsFiles;
+use chat_server::proxy::{Cidr, ProxyTrust};
 use chat_server::{Cluster, Config, Db, Durability, HashCost};
 use clap::{Parser, ValueEnum};
+
+/// jemalloc, not the system allocator: after thousands of connections come and go (a
+/// reconnect storm, a flood of connections that never log in), glibc's malloc keeps the
+/// freed memory in its per-thread arenas, and the process stays at its peak; jemalloc,
+/// with its background purging thread, returns most of it within seconds even when the
+/// server is idle. Measured in docs/BENCHMARKS.md (2026-12-02).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// chatd: an instant-messaging server (JSON lines over TCP) on an embedded store.
 #[derive(Debug, Parser)]
@@ -42,6 +51,10 @@ struct Args {
     /// The largest request frame, in bytes; a longer one gets `too_large` and a close.
     #[arg(long, env = "CHATD_MAX_FRAME", default_value_t = 64 * 1024)]
     max_frame: usize,
+    /// The largest frame before login (a login or registration is small), in bytes;
+    /// a longer one gets `too_large` and a close. At most --max-frame.
+    #[arg(long, env = "CHATD_MAX_FRAME_BEFORE_LOGIN", default_value_t = 4 * 1024)]
+    max_frame_before_login: usize,
     /// The longest message text, in characters.
     #[arg(long, env = "CHATD_MAX_TEXT", default_value_t = 4096)]
     max_text: usize,
@@ -55,9 +68,31 @@ struct Args {
     /// Seconds one write to a client may take before the connection is closed.
     #[arg(long, env = "CHATD_WRITE_TIMEOUT", default_value_t = 10)]
     write_timeout: u64,
-    /// The most connections served at once; past it a new one gets `server_full`.
+    /// The most connections served at once; past it a new one gets `server_full`. Fewer
+    /// (with a warning) when the open-files limit has no room for them.
     #[arg(long, env = "CHATD_MAX_CONNECTIONS", default_value_t = 100_000)]
     max_connections: usize,
+    /// The most connections one client address (an IPv6 /64) may hold at once; past it a
+    /// new one gets `too_many_connections`. Users behind one NAT share an address: keep
+    /// it well above one user's connections.
+    #[arg(long, env = "CHATD_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 64)]
+    max_connections_per_address: usize,
+    /// Connections from --proxy-protocol-from start with a PROXY protocol header (v1 or
+    /// v2, as nginx's `proxy_protocol on;` sends) naming the real client, whose address
+    /// the per-address limits then use.
+    #[arg(long, env = "CHATD_PROXY_PROTOCOL")]
+    proxy_protocol: bool,
+    /// The balancers trusted to send PROXY protocol headers (comma-separated addresses or
+    /// networks, e.g. `127.0.0.1,10.0.0.0/8`); a connection from one of them MUST start
+    /// with a header, from anywhere else none is honoured.
+    #[arg(
+        long,
+        env = "CHATD_PROXY_PROTOCOL_FROM",
+        value_delimiter = ',',
+        default_value = "127.0.0.1,::1",
+        requires = "proxy_protocol"
+    )]
+    proxy_protocol_from: Vec<Cidr>,
     /// Requests per second allowed to one connection (token bucket); past it requests
     /// get `rate_limited`, and a connection that keeps on at 4 times it is closed.
     #[arg(long, env = "CHATD_RATE", default_value_t = 50.0)]
@@ -149,6 +184,14 @@ impl Args {
             self.max_frame >= 256,
             "--max-frame must be at least 256 bytes"
         );
+        anyhow::ensure!(
+            self.max_frame_before_login >= 256,
+            "--max-frame-before-login must be at least 256 bytes"
+        );
+        anyhow::ensure!(
+            self.max_connections_per_address >= 1,
+            "--max-connections-per-address must be at least 1"
+        );
         anyhow::ensure!(self.max_text >= 1, "--max-text must be at least 1");
         anyhow::ensure!(
             self.outbound_queue >= 16,
@@ -195,6 +238,7 @@ impl Args {
             login_timeout: Duration::from_secs(self.login_timeout),
             idle_timeout: Duration::from_secs(self.idle_timeout),
             max_frame: self.max_frame,
+            max_frame_before_login: self.max_frame_before_login.min(self.max_frame),
             max_text: self.max_text,
             token_ttl: Duration::from_secs(self.token_ttl_days * 24 * 3600),
             hash_cost: HashCost {
@@ -205,6 +249,10 @@ impl Args {
             outbound_queue: self.outbound_queue,
             write_timeout: Duration::from_secs(self.write_timeout),
             max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
+            proxy_protocol: self.proxy_protocol.then(|| ProxyTrust {
+                from: self.proxy_protocol_from.clone(),
+            }),
             request_rate: self.rate,
             request_burst: self.burst,
             auth_rate: self.auth_rate,
@@ -313,6 +361,10 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = args.config()?;
+    // Every connection is a file: take all the system allows (the server serves no more
+    // connections than fit; see chat_server::fds).
+    let open_files = chat_server::fds::raise_open_files_limit();
+    tracing::debug!(?open_files, "open-files limit");
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.threads {
         runtime.worker_threads(threads);

@@ -342,6 +342,52 @@ async fn two_clients_chat_through_nginx() {
     }
 }
 
+/// Behind nginx (PROXY protocol on) the limit on password attempts applies to each
+/// client address, not to nginx's: a client that spends its budget does not lock out a
+/// client from another address.
+#[tokio::test]
+async fn password_limits_apply_per_client_behind_nginx() {
+    let services = services!("password_limits_apply_per_client_behind_nginx");
+    // One node: the limits are a node's own, and every connection must meet the same one.
+    let mut cluster = Cluster::start_with_auth(&services, 1, 0.001, 3.0).await;
+    let Some(front) = cluster
+        .start_nginx("password_limits_apply_per_client_behind_nginx")
+        .await
+    else {
+        return;
+    };
+    let mut mallory = Conn::connect(front, "mallory@nginx").await;
+    mallory.register("mallory").await;
+    for _ in 0..2 {
+        mallory
+            .expect_err(
+                json!({"op": "login", "name": "mallory", "password": "guess"}),
+                "auth_failed",
+            )
+            .await;
+    }
+    mallory
+        .expect_err(
+            json!({"op": "login", "name": "mallory", "password": "guess"}),
+            "rate_limited",
+        )
+        .await;
+    // Again from 127.0.0.1 on a new connection: still the same client, still refused.
+    let mut again = Conn::connect(front, "mallory-again@nginx").await;
+    again
+        .expect_err(
+            json!({"op": "register", "name": "mallory2", "password": "x"}),
+            "rate_limited",
+        )
+        .await;
+
+    // Another client host, through the same nginx, registers and logs in.
+    let mut alice = Conn::connect_from(front, "127.0.0.2", "alice@nginx").await;
+    alice.register("alice").await;
+    alice.login("alice").await;
+    alice.ok(json!({"op": "whoami"})).await;
+}
+
 fn sorted(mut ids: Vec<i64>) -> Vec<i64> {
     ids.sort_unstable();
     ids

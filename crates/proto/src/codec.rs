@@ -35,6 +35,14 @@ impl LineCodec {
             searched: 0,
         }
     }
+
+    /// Changes the limit from the next frame on (a server allows longer frames once a
+    /// connection has logged in). Bytes already buffered count against the new limit.
+    pub fn set_max_len(&mut self, max_len: usize) {
+        self.max_len = max_len;
+        // The search must not resume past where the new limit stops it.
+        self.searched = self.searched.min(max_len);
+    }
 }
 
 impl Decoder for LineCodec {
@@ -98,6 +106,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_lowered_limit_applies_to_what_is_buffered() {
+        let mut codec = LineCodec::new(100);
+        let mut buf = BytesMut::from(&[b'x'; 50][..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        codec.set_max_len(10);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::TooLarge { limit: 10 })
+        ));
+        codec.set_max_len(100);
+        let mut buf = BytesMut::from(&b"{\"op\":\"ping\"}\n"[..]);
+        assert!(codec.decode(&mut buf).unwrap().is_some());
     }
 
     #[test]

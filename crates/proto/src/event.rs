@@ -22,6 +22,9 @@ pub mod kick_reason {
     pub const SLOW_CONSUMER: &str = "slow_consumer";
     /// The server holds as many connections as it may (`--max-connections`).
     pub const SERVER_FULL: &str = "server_full";
+    /// The client's address holds as many connections as it may
+    /// (`--max-connections-per-address`).
+    pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
     /// The connection kept sending far past its request rate.
     pub const RATE_LIMITED: &str = "rate_limited";
     /// An admin ended the session.

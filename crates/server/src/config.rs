@@ -117,6 +117,10 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// The largest frame accepted, in bytes.
     pub max_frame: usize,
+    /// The largest frame accepted before login (and after logout), in bytes: a login or
+    /// registration is small, and a connection that has not said who it is must not
+    /// make the server hold `max_frame` bytes for it.
+    pub max_frame_before_login: usize,
     /// The longest message text, in characters.
     pub max_text: usize,
     /// How long a session token stays valid.
@@ -127,8 +131,16 @@ pub struct Config {
     pub outbound_queue: usize,
     /// How long one write to a client may take before the connection is closed.
     pub write_timeout: Duration,
-    /// The most connections served at once; past it a new one gets `server_full`.
+    /// The most connections served at once; past it a new one gets `server_full`. The
+    /// server serves fewer when the open-files limit leaves less room ([`crate::fds`]).
     pub max_connections: usize,
+    /// The most connections one source address (an IPv6 /64) may hold at once; past it
+    /// a new one gets `too_many_connections`. Behind a NAT many users share an address,
+    /// so this is well above what one user opens.
+    pub max_connections_per_address: usize,
+    /// Connections from these networks start with a PROXY protocol header naming the
+    /// real client (`--proxy-protocol`); `None`: no header is looked for.
+    pub proxy_protocol: Option<crate::proxy::ProxyTrust>,
     /// Requests a connection may make per second (a token bucket)...
     pub request_rate: f64,
     /// ...and in a burst. Past it requests get `rate_limited`; a connection that keeps on
@@ -167,12 +179,15 @@ impl Default for Config {
             login_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(90),
             max_frame: 64 * 1024,
+            max_frame_before_login: 4 * 1024,
             max_text: 4096,
             token_ttl: Duration::from_secs(30 * 24 * 3600),
             hash_cost: HashCost::default(),
             outbound_queue: 4096,
             write_timeout: Duration::from_secs(10),
             max_connections: 100_000,
+            max_connections_per_address: 64,
+            proxy_protocol: None,
             admins: Vec::new(),
             list_all_users: false,
             ws_origins: Vec::new(),
@@ -189,8 +204,19 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The largest frame accepted from a connection logged in or not (never more before
+    /// login than after).
+    pub fn frame_limit(&self, logged_in: bool) -> usize {
+        if logged_in {
+            self.max_frame
+        } else {
+            self.max_frame_before_login.min(self.max_frame)
+        }
+    }
+
     /// A config for tests: a fresh database at `db_path`, cheap hashing, default limits
-    /// but for the rate limits, which are out of the way (tests that check them set them).
+    /// but for the rate limits and the connections per address, which are out of the
+    /// way (every test connects from 127.0.0.1; tests that check them set them).
     pub fn for_tests(db_path: impl Into<PathBuf>) -> Config {
         Config {
             db: Db::Sqlite(db_path.into()),
@@ -200,6 +226,7 @@ impl Config {
             request_burst: 1e9,
             auth_rate: 1e9,
             auth_burst: 1e9,
+            max_connections_per_address: 100_000,
             ..Config::default()
         }
     }

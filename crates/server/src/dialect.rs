@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
 use chat_proto::request::{self, BadRequest, Request, Rid};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::hub::Frame;
 
@@ -156,6 +156,25 @@ impl<R: AsyncRead + Unpin> AsyncRead for Prefixed<R> {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+/// Writes go straight through (a TLS handshake reads the prefix and writes its replies).
+impl<R: AsyncWrite + Unpin> AsyncWrite for Prefixed<R> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

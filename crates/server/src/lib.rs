@@ -4,6 +4,10 @@
 //! benchmarks do the same on port 0.
 //!
 //! - [`server`]: the accept loop and the shutdown sequence.
+//! - [`accept`]: a connection before its session: PROXY header, per-address cap, TLS,
+//!   protocol sniffing, the frame limit before login.
+//! - [`proxy`]: the PROXY protocol (v1, v2) from trusted balancers.
+//! - [`fds`]: the open-files limit, and how many connections fit in it.
 //! - [`session`]: one connection's loop: frames in, replies and events out.
 //! - [`dialect`]: how a session's frames are spelled on the wire (one loop, many protocols).
 //! - [`classic`]: the classic muduo chat server's JSON `msgid` protocol, as a dialect.
@@ -13,13 +17,14 @@
 //! - [`dispatch`]: turns committed messages into deliveries, in commit order.
 //! - [`cluster`]: a node of a cluster (PostgreSQL store, Redis between nodes).
 //! - [`store`]: storage behind one interface; SQLite is the embedded implementation.
-//! - [`limits`]: rate limits, per connection and per source address.
+//! - [`limits`]: rate limits, per connection and per source address; connections per address.
 //! - [`mutes`]: who is muted, checked on every send without a read.
 //! - [`blocks`]: who blocks whom, checked on every one-to-one send without a read.
 //! - [`password`]: argon2id hashing and session tokens.
 //! - [`tls`]: TLS on the listener (rustls).
 //! - [`config`], [`error`], [`state`]: settings, op errors, shared state.
 
+pub(crate) mod accept;
 pub mod blocks;
 pub mod bus;
 pub(crate) mod classic;
@@ -29,6 +34,7 @@ mod delivered;
 pub(crate) mod dialect;
 pub mod dispatch;
 pub mod error;
+pub mod fds;
 pub(crate) mod http;
 pub mod hub;
 pub mod limits;
@@ -37,6 +43,7 @@ pub mod mutes;
 pub mod names;
 pub(crate) mod ops;
 pub mod password;
+pub mod proxy;
 pub mod server;
 pub(crate) mod session;
 pub mod state;

@@ -1,11 +1,16 @@
 //! Rate limits: a token bucket per connection for requests, one per source address for
 //! registrations and password logins (so that guessing passwords is slow), and one per
 //! account for logins of any kind (so that a login/logout loop cannot flood friends with
-//! presence events).
+//! presence events). And a cap on the connections one source address may hold at once,
+//! so that one host cannot take every place under `--max-connections` (or the memory
+//! of thousands of connections that never log in).
+//!
+//! A source address is keyed by [`address_key`]: an IPv6 client is one /64 (a host
+//! usually holds a whole /64 and can pick any address in it).
 
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -96,6 +101,72 @@ impl RequestLimit {
 /// Token buckets by source address, for registrations and password logins.
 pub type AddressLimits = KeyedLimits<IpAddr>;
 
+/// What a source address counts as: an IPv4 address (IPv4-mapped IPv6 included) as it
+/// is, an IPv6 address as its /64.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match crate::proxy::canonical(ip) {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
+    }
+}
+
+/// How many connections each source address holds, capped at `max`.
+#[derive(Debug)]
+pub struct AddressSlots {
+    max: usize,
+    held: DashMap<IpAddr, usize>,
+}
+
+/// One connection's place under its address's cap, given back when dropped.
+#[derive(Debug)]
+pub struct AddressSlot {
+    slots: Arc<AddressSlots>,
+    key: IpAddr,
+}
+
+impl AddressSlots {
+    pub fn new(max: usize) -> Arc<AddressSlots> {
+        Arc::new(AddressSlots {
+            max,
+            held: DashMap::new(),
+        })
+    }
+
+    /// A place for one more connection from `ip`, or `None` when its address holds
+    /// `max` already.
+    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let key = address_key(ip);
+        let mut held = self.held.entry(key).or_insert(0);
+        if *held >= self.max {
+            return None;
+        }
+        *held += 1;
+        drop(held);
+        Some(AddressSlot {
+            slots: self.clone(),
+            key,
+        })
+    }
+
+    /// How many connections `ip`'s address holds.
+    pub fn held(&self, ip: IpAddr) -> usize {
+        self.held.get(&address_key(ip)).map_or(0, |n| *n)
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        // An address with no connection left has no entry: the map does not grow with
+        // every address ever seen.
+        if let dashmap::Entry::Occupied(mut held) = self.slots.held.entry(self.key) {
+            *held.get_mut() = held.get().saturating_sub(1);
+            if *held.get() == 0 {
+                held.remove();
+            }
+        }
+    }
+}
+
 /// Token buckets by key: a source address, or an account (logins per user).
 #[derive(Debug)]
 pub struct KeyedLimits<K: Hash + Eq> {
@@ -179,5 +250,34 @@ mod tests {
         assert!(limits.take(b));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(limits.take(a));
+    }
+
+    #[test]
+    fn an_address_holds_at_most_max_connections() {
+        let slots = AddressSlots::new(2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = slots.take(a).unwrap();
+        let _second = slots.take(a).unwrap();
+        assert!(slots.take(a).is_none());
+        assert!(slots.take(b).is_some());
+        drop(first);
+        assert_eq!(slots.held(a), 1);
+        assert!(slots.take(a).is_some());
+        // Every slot given back: nothing is left in the map.
+        drop(_second);
+        assert_eq!(slots.held(a), 0);
+        assert!(slots.held.is_empty());
+    }
+
+    #[test]
+    fn an_ipv6_host_is_its_64() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(address_key(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
     }
 }

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use chat_proto::event::kick_reason;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -13,14 +14,14 @@ use crate::bus::local::LocalBus;
 use crate::bus::Bus;
 use crate::config::{Config, Db};
 use crate::hub::Hub;
-use crate::limits::{AddressLimits, KeyedLimits};
+use crate::limits::{AddressLimits, AddressSlots, KeyedLimits};
 use crate::mutes::Mutes;
 use crate::password::Passwords;
 use crate::state::{Ctx, StopSwitch};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{CommitLog, Store};
-use crate::{cluster, dispatch, session, ServerError};
+use crate::{accept, cluster, dispatch, fds, ServerError};
 
 /// Deletes messages older than `retention`, a chunk at a time so that traffic goes on
 /// between chunks, every `every`.
@@ -141,6 +142,7 @@ pub async fn run_with_http(
         hub,
         passwords,
         auth_limits: AddressLimits::new(config.auth_rate, config.auth_burst),
+        address_slots: AddressSlots::new(config.max_connections_per_address),
         login_limits: KeyedLimits::new(
             crate::limits::LOGINS_PER_USER_RATE,
             crate::limits::LOGINS_PER_USER_BURST,
@@ -160,7 +162,28 @@ pub async fn run_with_http(
             cluster_stop.clone(),
         ));
     }
-    let connections = Arc::new(Semaphore::new(config.max_connections));
+    let open_files = fds::open_files_limit();
+    let max_connections = fds::clamp_connections(config.max_connections, open_files);
+    if max_connections < config.max_connections {
+        tracing::warn!(
+            wanted = config.max_connections,
+            serving = max_connections,
+            open_files,
+            "--max-connections is more than the open-files limit allows; serving fewer \
+             (raise the hard limit: ulimit -Hn, LimitNOFILE=)"
+        );
+    }
+    let connections = Arc::new(Semaphore::new(max_connections));
+    // Refusals take descriptors too: only so many at once (see `fds::RESERVED`).
+    let refusing = Arc::new(Semaphore::new(fds::REFUSING));
+    tracing::info!(
+        addr = ?listener.local_addr().ok(),
+        db = %config.db.describe(),
+        max_connections,
+        proxy_protocol = ?config.proxy_protocol.as_ref().map(|t| t.from.iter().map(ToString::to_string).collect::<Vec<_>>()),
+        "chatd serving"
+    );
+
     let stop = CancellationToken::new();
     let sessions = TaskTracker::new();
     if let Some(http) = http {
@@ -177,8 +200,6 @@ pub async fn run_with_http(
             cluster_stop.clone(),
         ));
     }
-    tracing::info!(addr = ?listener.local_addr().ok(), db = %config.db.describe(), "chatd serving");
-
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -190,7 +211,7 @@ pub async fn run_with_http(
                         // The session future is the task itself: wrapped in another
                         // `async` block it would be laid out twice (once captured, once
                         // awaited), doubling every connection's task.
-                        sessions.spawn(session::serve_tcp(
+                        sessions.spawn(accept::serve_tcp(
                             ctx.clone(),
                             stream,
                             peer,
@@ -199,9 +220,16 @@ pub async fn run_with_http(
                             permit,
                         ));
                     }
-                    Err(_) => {
-                        sessions.spawn(session::refuse_full(stream));
-                    }
+                    Err(_) => match refusing.clone().try_acquire_owned() {
+                        Ok(refusal) => {
+                            sessions.spawn(async move {
+                                accept::refuse(stream, kick_reason::SERVER_FULL).await;
+                                drop(refusal);
+                            });
+                        }
+                        // Refusing as fast as it can: close without a word.
+                        Err(_) => drop(stream),
+                    },
                 },
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little, keep serving.

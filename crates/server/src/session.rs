@@ -1,37 +1,32 @@
 //! One connection: the loop that reads frames, runs ops, and writes replies and events.
 //!
-//! Framing lives in the transport ([`serve_tcp`] uses [`LineCodec`]); the loop only sees
+//! Framing lives in the transport ([`crate::accept`] picks the codec); the loop only sees
 //! a stream of frames and a writer, so every transport shares it. One `select!` waits on
 //! the next frame, the session's outbox (its kick signal and queued frames), the
 //! server's shutdown and the login or idle deadline. A request runs to completion before the next is read,
 //! so replies come in request order.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use chat_proto::codec::{FrameError, LineCodec};
+use chat_proto::codec::FrameError;
 use chat_proto::event::kick_reason;
 use chat_proto::request::Rid;
 use chat_proto::types::User;
 use chat_proto::{ConvId, ErrorCode, Event, MsgId, Seq, UserId};
-use futures::future::Either;
-use futures::{FutureExt, Stream, StreamExt};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use futures::{FutureExt, StreamExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
-use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
-use crate::classic::{ClassicCodec, ClassicDialect};
+use crate::accept::{Accepted, FrameSource};
 use crate::delivered::{Delivered, Place};
-use crate::dialect::{sniff, Dialect, Inbound, Native, Prefixed, Protocol};
+use crate::dialect::{Dialect, Inbound};
 use crate::error::OpError;
 use crate::hub::{Frame, Outbox, Outgoing};
+use crate::limits::AddressSlot;
 use crate::limits::{RequestLimit, Verdict};
 use crate::ops;
 use crate::state::Ctx;
@@ -40,181 +35,6 @@ use crate::state::Ctx;
 const CATCH_UP_PAGE: usize = 512;
 /// How many queued frames go into one write.
 const WRITE_BATCH: usize = 256;
-
-/// What the accept loop knows of a new connection.
-pub(crate) struct Accepted {
-    pub(crate) conn_id: u64,
-    /// The client's address (for the per-address limits on registering and logging in).
-    pub(crate) peer: IpAddr,
-    /// When the connection is closed unless it has logged in.
-    pub(crate) login_deadline: Instant,
-    /// Its place under `--max-connections`, given back when the session ends.
-    pub(crate) slot: OwnedSemaphorePermit,
-}
-
-/// Serves one TCP connection (in TLS when the server has a certificate) until it
-/// closes, is kicked, or the server shuts down.
-///
-/// Not an `async fn`: that would be one more layer around the session's future, and an
-/// async fn keeps its arguments beside the locals they move into, which every
-/// connection would carry for its whole life.
-pub(crate) fn serve_tcp(
-    ctx: Arc<Ctx>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    shutdown: CancellationToken,
-    slot: OwnedSemaphorePermit,
-) -> impl Future<Output = ()> + Send {
-    let _ = stream.set_nodelay(true);
-    let open = ctx
-        .metrics
-        .connection(if tls.is_some() { "tls" } else { "tcp" });
-    let conn_id = ctx.hub.next_conn_id();
-    // A lean span (it is kept per connection): the peer is logged once, here.
-    let span = tracing::info_span!("conn", id = conn_id, user = tracing::field::Empty);
-    tracing::debug!(parent: &span, %peer, "connected");
-    let accepted = Accepted {
-        conn_id,
-        peer: peer.ip(),
-        login_deadline: Instant::now() + ctx.config.login_timeout,
-        slot,
-    };
-    let served = match tls {
-        None => {
-            let (read, write) = stream.into_split();
-            Either::Left(serve_stream(ctx, read, write, accepted, shutdown).instrument(span))
-        }
-        // Boxed: a future is as large as its largest branch, and a TLS handshake in
-        // flight is large; plain connections must not carry its size for their life.
-        Some(acceptor) => Either::Right(
-            Box::pin(serve_tls(ctx, stream, acceptor, accepted, shutdown)).instrument(span),
-        ),
-    };
-    // The connection counts as open until its session ends.
-    served.map(move |()| drop(open))
-}
-
-/// Serves a connection in TLS: the handshake (within the login deadline), then the stream.
-async fn serve_tls(
-    ctx: Arc<Ctx>,
-    stream: TcpStream,
-    acceptor: tokio_rustls::TlsAcceptor,
-    accepted: Accepted,
-    shutdown: CancellationToken,
-) {
-    match tokio::time::timeout_at(accepted.login_deadline, acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => {
-            let (read, write) = tokio::io::split(stream);
-            serve_stream(ctx, read, write, accepted, shutdown).await;
-        }
-        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-        Err(_) => tracing::debug!("TLS handshake timed out"),
-    }
-}
-
-/// Serves one connection's byte stream, whatever carries it: tells the protocol from the
-/// first frame, then runs the session loop with that protocol's codec and dialect.
-async fn serve_stream<R, W>(
-    ctx: Arc<Ctx>,
-    mut read: R,
-    write: W,
-    accepted: Accepted,
-    shutdown: CancellationToken,
-) where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let max_frame = ctx.config.max_frame;
-    let mut first = BytesMut::with_capacity(256);
-    // Boxed: the sniffing (a read and a timer) lasts one frame; inline, its state would be
-    // laid out beside the session loop for the connection's whole life.
-    let sniffed = Box::pin(tokio::time::timeout_at(
-        accepted.login_deadline,
-        sniff_stream(&mut read, &mut first, max_frame),
-    ))
-    .await;
-    // A connection that says nothing in time is a native one past its login deadline.
-    let protocol = sniffed.unwrap_or(Protocol::Native);
-    let read = Prefixed::new(first, read);
-    match protocol {
-        Protocol::Native => {
-            let mut frames = FramedRead::with_capacity(read, LineCodec::new(max_frame), 256);
-            let mut session = Session::new(ctx, accepted, write, Native);
-            // By reference: an async fn keeps its arguments beside the locals they move
-            // into, so a session passed by value would be laid out twice.
-            session.run(&mut frames, shutdown).await;
-        }
-        Protocol::Classic => {
-            tracing::debug!("classic protocol");
-            let mut frames = FramedRead::with_capacity(read, ClassicCodec::new(max_frame), 256);
-            let mut session = Session::new(ctx, accepted, write, ClassicDialect::new());
-            // Boxed, as the TLS path is: its dialect's state would otherwise widen every
-            // native session's future.
-            Box::pin(session.run(&mut frames, shutdown)).await;
-        }
-    }
-}
-
-/// Serves a version-1 session over another transport (WebSocket): `frames` are its
-/// requests, one per item, and `writer` takes JSON lines.
-pub(crate) async fn serve_frames<S, W>(
-    ctx: Arc<Ctx>,
-    frames: S,
-    writer: W,
-    peer: IpAddr,
-    slot: OwnedSemaphorePermit,
-    shutdown: CancellationToken,
-) where
-    S: Stream<Item = Result<BytesMut, FrameError>> + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let conn_id = ctx.hub.next_conn_id();
-    let span = tracing::info_span!("ws", id = conn_id, user = tracing::field::Empty);
-    tracing::debug!(parent: &span, %peer, "connected");
-    let accepted = Accepted {
-        conn_id,
-        peer,
-        login_deadline: Instant::now() + ctx.config.login_timeout,
-        slot,
-    };
-    let mut session = Session::new(ctx, accepted, writer, Native);
-    session.run(frames, shutdown).instrument(span).await;
-}
-
-/// Tells a connection past `--max-connections` that the server is full, and closes it.
-pub(crate) async fn refuse_full(mut stream: TcpStream) {
-    let frame = Frame::event(&Event::Kicked {
-        reason: kick_reason::SERVER_FULL.to_string(),
-        message: None,
-    });
-    let _ = tokio::time::timeout(REFUSAL_WRITE, stream.write_all(&frame.bytes)).await;
-    let _ = stream.shutdown().await;
-}
-
-/// How long the `server_full` line may take to write.
-const REFUSAL_WRITE: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Reads until the first frame tells the protocol (or the connection ends, or the bytes
-/// pass the frame limit: then it is native, and the native codec answers).
-async fn sniff_stream<R: AsyncRead + Unpin>(
-    read: &mut R,
-    first: &mut BytesMut,
-    max_frame: usize,
-) -> Protocol {
-    loop {
-        if let Some(protocol) = sniff(first) {
-            return protocol;
-        }
-        if first.len() > max_frame {
-            return Protocol::Native;
-        }
-        match read.read_buf(first).await {
-            Ok(0) | Err(_) => return Protocol::Native,
-            Ok(_) => {}
-        }
-    }
-}
 
 /// The logged-in part of a session.
 pub(crate) struct Login {
@@ -248,6 +68,8 @@ pub(crate) struct Session<W, D> {
     login_deadline: Instant,
     /// Its place under `--max-connections`.
     _slot: OwnedSemaphorePermit,
+    /// Its place under `--max-connections-per-address`.
+    _address_slot: AddressSlot,
     writer: W,
     pub(crate) dialect: D,
     out: Vec<u8>,
@@ -268,7 +90,7 @@ enum Step {
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
-    fn new(ctx: Arc<Ctx>, accepted: Accepted, writer: W, dialect: D) -> Session<W, D> {
+    pub(crate) fn new(ctx: Arc<Ctx>, accepted: Accepted, writer: W, dialect: D) -> Session<W, D> {
         Session {
             limit: RequestLimit::new(ctx.config.request_rate, ctx.config.request_burst),
             ctx,
@@ -279,6 +101,7 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
             needs_catch_up: false,
             login_deadline: accepted.login_deadline,
             _slot: accepted.slot,
+            _address_slot: accepted.address_slot,
             writer,
             dialect,
             out: Vec::new(),
@@ -293,11 +116,10 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
             .ok_or_else(|| OpError::new(ErrorCode::Unauthenticated, "log in first"))
     }
 
-    async fn run<S>(&mut self, mut frames: S, shutdown: CancellationToken)
-    where
-        S: Stream<Item = Result<BytesMut, FrameError>> + Unpin,
-    {
+    pub(crate) async fn run<S: FrameSource>(&mut self, mut frames: S, shutdown: CancellationToken) {
         let idle_timeout = self.ctx.config.idle_timeout;
+        // Frames may be `--max-frame` long once logged in, much shorter before.
+        let mut max_frame = self.ctx.config.frame_limit(false);
         let mut idle_deadline = Instant::now() + idle_timeout;
         // One timer, moved only when it fires early: cheaper than a new one per frame.
         let timer = tokio::time::sleep_until(self.next_deadline(idle_deadline).0);
@@ -350,6 +172,11 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
                     let _ = tokio::time::timeout(LINGER, drain).await;
                     break;
                 }
+            }
+            let wanted = self.ctx.config.frame_limit(self.login.is_some());
+            if wanted != max_frame {
+                frames.set_max_frame(wanted);
+                max_frame = wanted;
             }
             // A logout restarts the login timer, which may be due before the idle one.
             if self.login.is_none() && self.login_deadline < timer.deadline() {

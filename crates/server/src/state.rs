@@ -7,7 +7,7 @@ use crate::blocks::Blocks;
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::limits::{AddressLimits, KeyedLimits};
+use crate::limits::{AddressLimits, AddressSlots, KeyedLimits};
 use crate::mutes::Mutes;
 use crate::password::Passwords;
 use crate::store::Store;
@@ -21,6 +21,8 @@ pub struct Ctx {
     pub passwords: Passwords,
     /// Registrations and password logins by source address.
     pub auth_limits: AddressLimits,
+    /// Connections held by source address.
+    pub address_slots: Arc<AddressSlots>,
     /// Logins of any kind by account.
     pub login_limits: KeyedLimits<chat_proto::UserId>,
     /// Who is muted, until when.

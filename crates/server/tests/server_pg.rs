@@ -37,6 +37,8 @@ mod migrate;
 mod names;
 #[path = "server/paging.rs"]
 mod paging;
+#[path = "server/proxy.rs"]
+mod proxy;
 #[path = "server/sessions.rs"]
 mod sessions;
 #[path = "server_pg/store.rs"]

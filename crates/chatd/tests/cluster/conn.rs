@@ -36,6 +36,25 @@ impl Conn {
             .await
             .unwrap_or_else(|_| panic!("{label}: connect to {addr} timed out"))
             .unwrap_or_else(|e| panic!("{label}: connect to {addr}: {e}"));
+        Conn::over(stream, label)
+    }
+
+    /// A connection from `source`, another address of 127.0.0.0/8 than 127.0.0.1: to the
+    /// server (and the limits it keys on addresses) another client host.
+    pub(crate) async fn connect_from(addr: SocketAddr, source: &str, label: &str) -> Conn {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        let source: std::net::IpAddr = source.parse().expect("source address");
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .unwrap_or_else(|e| panic!("{label}: bind {source}: {e}"));
+        let stream = tokio::time::timeout(WAIT, socket.connect(addr))
+            .await
+            .unwrap_or_else(|_| panic!("{label}: connect to {addr} timed out"))
+            .unwrap_or_else(|e| panic!("{label}: connect to {addr}: {e}"));
+        Conn::over(stream, label)
+    }
+
+    fn over(stream: TcpStream, label: &str) -> Conn {
         stream.set_nodelay(true).expect("nodelay");
         let (read, write) = stream.into_split();
         Conn {
@@ -195,6 +214,13 @@ impl Conn {
             self.label
         );
         assert_eq!(last["reason"], reason, "{}: {frames:?}", self.label);
+    }
+
+    /// Sends `req` and checks that it fails with `code`.
+    pub(crate) async fn expect_err(&mut self, req: Value, code: &str) {
+        let reply = self.request(req).await;
+        assert_eq!(reply["ok"], false, "{}: {reply}", self.label);
+        assert_eq!(reply["error"]["code"], code, "{}: {reply}", self.label);
     }
 
     /// Registers `name`; returns its id.

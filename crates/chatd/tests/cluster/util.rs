@@ -203,11 +203,29 @@ pub(crate) struct Cluster {
     dir: tempfile::TempDir,
     nodes: Vec<Option<Node>>,
     nginx: Option<Child>,
+    /// The nodes' `--auth-rate` and `--auth-burst` (out of the way unless a test sets them).
+    auth: (String, String),
 }
+
+/// The address nginx connects to the nodes from (`proxy_bind`), the only one the nodes
+/// take PROXY protocol headers from: the tests' direct connections to a node come from
+/// 127.0.0.1 and send none.
+pub(crate) const NGINX_SOURCE: &str = "127.0.0.9";
 
 impl Cluster {
     /// Starts `n` nodes (`n1`, `n2`, ...) at once on a fresh schema and prefix.
     pub(crate) async fn start(services: &Services, n: usize) -> Cluster {
+        Cluster::start_with_auth(services, n, 100_000.0, 100_000.0).await
+    }
+
+    /// Starts `n` nodes whose limit on registrations and password logins per client
+    /// address is `rate` a second, bursts of `burst`.
+    pub(crate) async fn start_with_auth(
+        services: &Services,
+        n: usize,
+        rate: f64,
+        burst: f64,
+    ) -> Cluster {
         let suffix = random_suffix();
         let schema = format!("t_{suffix}");
         services
@@ -222,6 +240,7 @@ impl Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             nodes: Vec::new(),
             nginx: None,
+            auth: (rate.to_string(), burst.to_string()),
         };
         let starts: Vec<_> = (1..=n).map(|i| cluster.spawn_node(i)).collect();
         for start in starts {
@@ -242,7 +261,9 @@ impl Cluster {
             .args(["--redis-prefix", &self.prefix])
             .args(["--node-id", &format!("n{i}")])
             .args(["--hash-memory-kib", "8", "--hash-iterations", "1"])
-            .args(["--auth-rate", "100000", "--auth-burst", "100000"])
+            .args(["--auth-rate", &self.auth.0, "--auth-burst", &self.auth.1])
+            // nginx (deploy/nginx.conf) sends a PROXY protocol header from NGINX_SOURCE.
+            .args(["--proxy-protocol", "--proxy-protocol-from", NGINX_SOURCE])
             .args(["--shutdown-grace", "1"])
             // `users` lists everyone online (not only friends): the tests read the
             // presence replica of every node through it.
@@ -331,7 +352,8 @@ impl Cluster {
     }
 
     /// Starts nginx on a free port in front of the nodes with the repository's
-    /// `deploy/nginx.conf` (its upstream servers and listen address replaced), and
+    /// `deploy/nginx.conf` (its upstream servers and listen address replaced, and its
+    /// connections to the nodes made from [`NGINX_SOURCE`]), and
     /// returns the front address once a ping through it is answered. `None` (after
     /// saying why) when there is no nginx with the stream module and services are not
     /// required.
@@ -368,6 +390,9 @@ impl Cluster {
                 upstreams += 1;
             } else if code.starts_with("listen 127.0.0.1:6000") {
                 conf.push_str(&format!("        listen {front};\n"));
+            } else if code.starts_with("proxy_pass chatd;") {
+                conf.push_str(line);
+                conf.push_str(&format!("\n        proxy_bind {NGINX_SOURCE};\n"));
             } else {
                 conf.push_str(line);
                 conf.push('\n');
@@ -376,6 +401,10 @@ impl Cluster {
         assert_eq!(
             upstreams, 3,
             "deploy/nginx.conf: expected three upstream servers"
+        );
+        assert!(
+            shipped.contains("proxy_protocol on;") && conf.contains("proxy_bind"),
+            "deploy/nginx.conf: expected `proxy_protocol on;` and `proxy_pass chatd;`"
         );
         let prefix = self.dir.path().join("nginx");
         std::fs::create_dir_all(&prefix).expect("nginx prefix");

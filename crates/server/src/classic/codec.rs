@@ -39,6 +39,12 @@ impl ClassicCodec {
         }
     }
 
+    /// Changes the limit from the next frame on (longer frames are allowed once a
+    /// connection has logged in).
+    pub(crate) fn set_max_len(&mut self, max_len: usize) {
+        self.max_len = max_len;
+    }
+
     fn reset(&mut self) {
         self.scanned = 0;
         self.depth = 0;

@@ -25,11 +25,11 @@ use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use chat_proto::codec::FrameError;
 use futures::stream::SplitSink;
-use futures::{Sink, StreamExt};
+use futures::{Sink, Stream, StreamExt};
 use tokio::io::AsyncWrite;
 
 use super::Shared;
-use crate::session;
+use crate::accept::{self, FrameSource};
 
 /// Bytes a WebSocket connection buffers for reading and writing. Small: every message is
 /// one request or one event, and the session batches its own writes.
@@ -48,6 +48,11 @@ pub(crate) async fn upgrade(
     let Ok(slot) = shared.gate.slots.clone().try_acquire_owned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "server full\n").into_response();
     };
+    let Some(address_slot) = shared.ctx.address_slots.take(peer.ip()) else {
+        tracing::info!(%peer, "ws: too many connections from one address");
+        return (StatusCode::TOO_MANY_REQUESTS, "too many connections\n").into_response();
+    };
+    let slots = (slot, address_slot);
     let max_frame = shared.ctx.config.max_frame;
     ws.read_buffer_size(WS_BUFFER)
         .write_buffer_size(0)
@@ -56,7 +61,7 @@ pub(crate) async fn upgrade(
         .max_frame_size(max_frame)
         .on_upgrade(move |socket| {
             let tracker = shared.gate.sessions.clone();
-            tracker.track_future(serve(shared, socket, peer, slot))
+            tracker.track_future(serve(shared, socket, peer, slots))
         })
 }
 
@@ -64,26 +69,61 @@ async fn serve(
     shared: Arc<Shared>,
     socket: WebSocket,
     peer: SocketAddr,
-    slot: tokio::sync::OwnedSemaphorePermit,
+    slots: (
+        tokio::sync::OwnedSemaphorePermit,
+        crate::limits::AddressSlot,
+    ),
 ) {
     let _open = shared.ctx.metrics.connection("ws");
     let max_frame = shared.ctx.config.max_frame;
     let (sink, stream) = socket.split();
     let frames = stream.filter_map(move |message| async move { frame_of(message, max_frame) });
+    // Until login, the smaller limit for frames holds here too (the library's own limit
+    // is the logged-in one).
+    let frames = Limited {
+        inner: Box::pin(frames),
+        max: shared.ctx.config.max_frame_before_login.min(max_frame),
+    };
     let writer = LineSink {
         sink,
         line: Vec::new(),
         sent: 0,
     };
-    session::serve_frames(
+    accept::serve_frames(
         shared.ctx.clone(),
-        Box::pin(frames),
+        frames,
         writer,
         peer.ip(),
-        slot,
+        slots,
         shared.gate.stop.clone(),
     )
     .await;
+}
+
+/// Inbound messages under the session's current frame limit.
+struct Limited<S> {
+    inner: Pin<Box<S>>,
+    max: usize,
+}
+
+impl<S: Stream<Item = Result<BytesMut, FrameError>>> Stream for Limited<S> {
+    type Item = Result<BytesMut, FrameError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let max = self.max;
+        match ready!(self.inner.as_mut().poll_next(cx)) {
+            Some(Ok(frame)) if frame.len() > max => {
+                Poll::Ready(Some(Err(FrameError::TooLarge { limit: max })))
+            }
+            other => Poll::Ready(other),
+        }
+    }
+}
+
+impl<S: Stream<Item = Result<BytesMut, FrameError>>> FrameSource for Limited<S> {
+    fn set_max_frame(&mut self, max: usize) {
+        self.max = max;
+    }
 }
 
 /// One inbound WebSocket message as a request frame; `None` for control messages.

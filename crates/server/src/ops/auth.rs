@@ -190,7 +190,7 @@ async fn log_in<W: AsyncWrite + Unpin, D: Dialect>(
 pub(crate) fn check_attempts<W: AsyncWrite + Unpin, D: Dialect>(
     s: &Session<W, D>,
 ) -> Result<(), OpError> {
-    if s.ctx.auth_limits.take(s.peer) {
+    if s.ctx.auth_limits.take(crate::limits::address_key(s.peer)) {
         Ok(())
     } else {
         tracing::info!(peer = %s.peer, "too many registrations or password logins");

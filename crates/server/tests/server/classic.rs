@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use crate::util::{befriend, find, TestServer, PASSWORD, WAIT};
 
 /// A raw classic connection: writes requests, reads NUL-terminated objects.
-struct Classic {
+pub(crate) struct Classic {
     stream: TcpStream,
     /// Bytes read and not yet returned as an object.
     buf: Vec<u8>,
@@ -25,7 +25,7 @@ struct Classic {
 }
 
 impl Classic {
-    async fn connect(addr: SocketAddr) -> Classic {
+    pub(crate) async fn connect(addr: SocketAddr) -> Classic {
         let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
             .await
             .expect("connect timed out")
@@ -39,13 +39,13 @@ impl Classic {
     }
 
     /// Writes bytes as they are, in one write.
-    async fn send_raw(&mut self, bytes: &[u8]) {
+    pub(crate) async fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
         self.stream.flush().await.expect("flush");
     }
 
     /// Writes one request and its NUL, as the official client does.
-    async fn send(&mut self, request: &Value) {
+    pub(crate) async fn send(&mut self, request: &Value) {
         let mut bytes = serde_json::to_vec(request).expect("json");
         bytes.push(0);
         self.send_raw(&bytes).await;
@@ -83,7 +83,7 @@ impl Classic {
     }
 
     /// The next object from the server.
-    async fn next(&mut self) -> Value {
+    pub(crate) async fn next(&mut self) -> Value {
         loop {
             if let Some(object) = self.take() {
                 return object;
@@ -96,7 +96,7 @@ impl Classic {
     }
 
     /// Reads until the server closes the connection; returns what came before.
-    async fn expect_closed(&mut self) -> Vec<Value> {
+    pub(crate) async fn expect_closed(&mut self) -> Vec<Value> {
         let mut objects = Vec::new();
         loop {
             while let Some(object) = self.take() {

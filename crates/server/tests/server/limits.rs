@@ -117,6 +117,80 @@ async fn password_attempts_are_limited_per_address() {
     assert_eq!(reply["user"]["name"], "alice");
 }
 
+/// One address holds at most `max_connections_per_address` connections; a newcomer past
+/// it gets `too_many_connections`, while other addresses are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_cap_an_address_gets_too_many_connections() {
+    let server = TestServer::start_with(|c| c.max_connections_per_address = 2).await;
+    let mut first = server.connect().await;
+    first.ok(json!({"op": "ping"})).await;
+    let mut second = server.connect().await;
+    second.ok(json!({"op": "ping"})).await;
+    let mut third = server.connect().await;
+    third.expect_kicked("too_many_connections").await;
+
+    let mut elsewhere = crate::proxy::connect_from(server.addr(), "127.0.0.2").await;
+    elsewhere.ok(json!({"op": "ping"})).await;
+    first.ok(json!({"op": "ping"})).await;
+}
+
+/// Before login a frame may be `max_frame_before_login` bytes, in both protocols; once
+/// logged in, `max_frame`; after logout, the small limit again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_login_frames_are_much_smaller() {
+    let server = TestServer::start_with(|c| {
+        c.max_frame_before_login = 512;
+        c.max_frame = 4096;
+    })
+    .await;
+    let echo = |n: usize| json!({"op": "echo", "text": "x".repeat(n)});
+
+    // Native, before login: over 512 bytes is too large, and the connection closes.
+    let mut conn = server.connect().await;
+    conn.ok(echo(400)).await;
+    conn.send(&echo(600)).await;
+    let frames = conn.expect_closed().await;
+    assert!(
+        frames
+            .iter()
+            .any(|f| error_code(f).as_deref() == Some("too_large")),
+        "{frames:?}"
+    );
+    // An unterminated line is refused as soon as it passes the limit.
+    let mut conn = server.connect().await;
+    conn.send_raw(&[b'{'; 600]).await;
+    conn.expect_kicked("too_large").await;
+
+    // Logged in: up to max_frame; logged out: the small limit again.
+    let (mut alice, _) = server.user("alice").await;
+    alice.ok(echo(3000)).await;
+    alice.ok(json!({"op": "logout"})).await;
+    alice.send(&echo(600)).await;
+    alice.expect_kicked("too_large").await;
+
+    // Classic, before login: a first object past the limit closes the connection (told
+    // apart or not: answered natively, or closed without a word as classic clients are);
+    // so does a later one.
+    let big = format!(r#"{{"msgid":1,"id":1,"password":"{}"}}"#, "x".repeat(600));
+    let mut first = server.connect().await;
+    first.send_raw(big.as_bytes()).await;
+    let frames = first.expect_closed().await;
+    assert!(
+        frames
+            .iter()
+            .all(|f| error_code(f).as_deref() == Some("too_large") || f["event"] == "kicked"),
+        "{frames:?}"
+    );
+    let mut classic = crate::classic::Classic::connect(server.addr()).await;
+    classic
+        .send(&json!({"msgid": 1, "id": 999, "password": "nope"}))
+        .await;
+    let reply = classic.next().await;
+    assert_eq!(reply["msgid"], 2, "{reply}");
+    classic.send_raw(big.as_bytes()).await;
+    classic.expect_closed().await;
+}
+
 /// A client that pipelines far more than it may still reads its `kicked`: the server
 /// half-closes and drains the input instead of resetting the connection with the
 /// requests it did not read.

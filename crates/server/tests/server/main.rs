@@ -15,7 +15,9 @@
 //! - `invites`: closed groups, invitations, group admins, removals, shared history.
 //! - `names`: look-alike and invisible names, `--admins` bound to existing accounts.
 //! - `paging`: big groups' members and long friend lists in pages; a small login reply.
-//! - `limits`: overload protection: connection limit, request and login rate limits.
+//! - `limits`: overload protection: connection limits (total, per address), request and
+//!   login rate limits, the frame limit before login.
+//! - `proxy`: the PROXY protocol: limits keyed on the client a trusted proxy names.
 //! - `ws`: the protocol over WebSocket, chat with TCP clients, limits, the Origin check.
 //! - `sessions`: second login, login and idle timeouts, shutdown, restart.
 #![allow(clippy::unwrap_used)]
@@ -34,6 +36,7 @@ mod messages;
 mod migrate;
 mod names;
 mod paging;
+mod proxy;
 mod sessions;
 mod util;
 mod ws;

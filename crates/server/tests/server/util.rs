@@ -368,6 +368,11 @@ impl Conn {
             .await
             .expect("connect timed out")
             .expect("connect");
+        Conn::from_stream(stream)
+    }
+
+    /// A connection over a stream the test opened (from another address, say).
+    pub(crate) fn from_stream(stream: TcpStream) -> Conn {
         stream.set_nodelay(true).expect("nodelay");
         let (read, write) = stream.into_split();
         Conn {
