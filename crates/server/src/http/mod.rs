@@ -1,5 +1,5 @@
-//! HTTP beside the chat listener (`--http ADDR`): `GET /ws` (the chat protocol over
-//! WebSocket, see [`ws`]), and the operator's endpoints: `GET /metrics` (Prometheus
+//! HTTP beside the chat listener (`--http ADDR`): `GET /` (the web client, see [`web`]),
+//! `GET /ws` (the chat protocol over WebSocket, see [`ws`]), and the operator's endpoints: `GET /metrics` (Prometheus
 //! text), `GET /healthz` (the process serves) and `GET /readyz` (the store answers and,
 //! in a cluster, Redis does: a balancer sends clients here only then).
 //!
@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::state::Ctx;
 
+mod web;
 mod ws;
 
 /// What WebSocket sessions share with TCP ones: the connection limit, the shutdown
@@ -54,6 +55,7 @@ pub(crate) async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(web::routes())
         .with_state(shared);
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app)
