@@ -288,4 +288,22 @@ async fn flow(server: &TestServer, page: &Client, bob: &mut util::Conn, bob_id: 
         ),
     )
     .await;
+
+    // A picture of the page as a person sees it, kept with the test run.
+    page.find(Locator::Css(&item))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until(
+        page,
+        "the conversation open again",
+        "[...document.querySelectorAll('#messages .text')].some(n => n.textContent.includes('still there'))",
+    )
+    .await;
+    let png = page.screenshot().await.unwrap();
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-client.png");
+    std::fs::write(&path, png).unwrap();
+    println!("screenshot: {}", path.display());
 }
