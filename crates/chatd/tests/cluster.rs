@@ -460,7 +460,18 @@ async fn the_cluster_rides_out_a_redis_outage() {
     let mallory_id = mallory.ok(json!({"op": "whoami"})).await["user"]["id"].clone();
     befriend(&mut alice, alice_id, &mut bob, bob_id).await;
 
+    assert_eq!(cluster.http_status(1, "/readyz").await, 200);
     proxy.cut();
+    // Node 1 is not ready without Redis (a balancer would send newcomers elsewhere),
+    // though it is alive.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while cluster.http_status(1, "/readyz").await != 503 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz stayed ready with Redis gone"
+        );
+    }
+    assert_eq!(cluster.http_status(1, "/healthz").await, 200);
     // A block made while Redis is away cannot be published to node 2.
     alice.ok(json!({"op": "block", "id": mallory_id})).await;
     // On one node: delivered at once, Redis or not.
@@ -481,6 +492,13 @@ async fn the_cluster_rides_out_a_redis_outage() {
     );
 
     proxy.restore();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while cluster.http_status(1, "/readyz").await != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz not ready again with Redis back"
+        );
+    }
     // Once node 1 sees a login on node 2 again, both are back on Redis.
     let (_dave, dave_id) = cluster.user(2, "dave").await;
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -39,9 +39,17 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// `code`: an error code of the protocol.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: &'static str,
+}
+
 /// Every metric of one server.
 pub struct Metrics {
     registry: Registry,
+    /// `process_*`, without the `chatd_` prefix.
+    process: Registry,
     /// Open client connections, by transport.
     pub connections: Family<TransportLabel, Gauge>,
     /// Logged-in sessions on this node (set at scrape time).
@@ -57,6 +65,12 @@ pub struct Metrics {
     pub kicks: Family<ReasonLabel, Counter>,
     /// Requests refused for the request rate.
     pub rate_limited: Counter,
+    /// Error replies, by code.
+    pub errors: Family<CodeLabel, Counter>,
+    /// The process's resident memory, open files and CPU time (set at scrape time).
+    pub resident_memory: Gauge,
+    pub open_fds: Gauge,
+    pub cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -105,8 +119,31 @@ impl Metrics {
             "Requests refused for the request rate",
             rate_limited.clone(),
         );
+        let errors = Family::<CodeLabel, Counter>::default();
+        registry.register("errors", "Error replies, by code", errors.clone());
+        // The process's own figures, under the names Prometheus's clients use.
+        let mut process = Registry::default();
+        let resident_memory = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        process.register(
+            "process_resident_memory_bytes",
+            "Resident memory",
+            resident_memory.clone(),
+        );
+        let open_fds = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        process.register(
+            "process_open_fds",
+            "Open file descriptors",
+            open_fds.clone(),
+        );
+        let cpu_seconds = Gauge::<f64, AtomicU64>::default();
+        process.register(
+            "process_cpu_seconds_total",
+            "User and system CPU time",
+            cpu_seconds.clone(),
+        );
         Metrics {
             registry,
+            process,
             connections,
             sessions,
             logins,
@@ -115,15 +152,57 @@ impl Metrics {
             delivery_latency,
             kicks,
             rate_limited,
+            errors,
+            resident_memory,
+            open_fds,
+            cpu_seconds,
         }
+    }
+
+    /// Counts an error reply.
+    pub fn error(&self, code: &'static str) {
+        self.errors.get_or_create(&CodeLabel { code }).inc();
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.read_process();
         let mut out = String::with_capacity(4096);
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.process);
+        let _ = prometheus_client::encoding::text::encode_eof(&mut out);
         out
+    }
+
+    /// Reads the process figures from /proc (Linux); leaves them as they were elsewhere.
+    fn read_process(&self) {
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            let rss_kib = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok());
+            if let Some(kib) = rss_kib {
+                self.resident_memory.set(kib * 1024);
+            }
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(fds.count() as i64);
+        }
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // utime and stime: fields 14 and 15, counted after the ")" that ends the name.
+            let ticks: Vec<f64> = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().skip(11).take(2))
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            if ticks.len() == 2 {
+                // Linux reports these in USER_HZ, 100 a second on every common platform.
+                self.cpu_seconds.set((ticks[0] + ticks[1]) / 100.0);
+            }
+        }
     }
 
     /// Counts a login attempt.

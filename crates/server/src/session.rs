@@ -223,9 +223,16 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
                     // every idle session's future by the largest op.
                     Box::pin(ops::dispatch(self, &rid, req)).await
                 };
-                (op, result.unwrap_or_else(|e| e.frame(&rid)))
+                let reply = result.unwrap_or_else(|e| {
+                    self.ctx.metrics.error(e.code.as_str());
+                    e.frame(&rid)
+                });
+                (op, reply)
             }
-            Inbound::Bad(bad) => ("", OpError::bad_request(bad.message).frame(&bad.rid)),
+            Inbound::Bad(bad) => {
+                self.ctx.metrics.error(ErrorCode::BadRequest.as_str());
+                ("", OpError::bad_request(bad.message).frame(&bad.rid))
+            }
             Inbound::Ignore => return Step::Continue,
         };
         self.dialect.reply(op, &reply, &mut self.out);

@@ -189,6 +189,8 @@ fn with_search_path(url: &str, schema: &str) -> String {
 struct Node {
     child: Child,
     addr: SocketAddr,
+    /// Its HTTP endpoints (`--http`).
+    http: SocketAddr,
     /// Kept open: chatd's stdout stays writable for as long as it runs.
     _stdout: ChildStdout,
 }
@@ -268,6 +270,7 @@ impl Cluster {
             // `users` lists everyone online (not only friends): the tests read the
             // presence replica of every node through it.
             .args(["--list-users", "all"])
+            .args(["--http", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             .env_remove("CHATD_LISTEN")
             .stdin(Stdio::null())
@@ -294,12 +297,50 @@ impl Cluster {
                     read_log(&log)
                 );
             };
+            // The HTTP endpoints' line follows.
+            let mut line = String::new();
+            let read = tokio::time::timeout(WAIT, lines.read_line(&mut line)).await;
+            let http = match read {
+                Ok(Ok(n)) if n > 0 => line
+                    .trim()
+                    .strip_prefix("chatd http on ")
+                    .and_then(|a| a.parse().ok()),
+                _ => None,
+            };
+            let Some(http) = http else {
+                panic!("node n{i} has no HTTP endpoints (stdout {line:?})");
+            };
             Node {
                 child,
                 addr,
+                http,
                 _stdout: lines.into_inner(),
             }
         }
+    }
+
+    /// The HTTP status of `GET path` on node `i`'s endpoints.
+    pub(crate) async fn http_status(&self, i: usize, path: &str) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.nodes[i - 1]
+            .as_ref()
+            .unwrap_or_else(|| panic!("node n{i} was killed"))
+            .http;
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect to http");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: n{i}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = String::new();
+        tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+            .await
+            .expect("no http response in time")
+            .expect("read http response");
+        response
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no status line: {response}"))
     }
 
     /// The address of node `i` (from 1).

@@ -47,6 +47,10 @@ async fn metrics_count_connections_logins_messages_and_deliveries() {
         text.contains("# TYPE chatd_delivery_latency_seconds histogram"),
         "{text}"
     );
+    assert_eq!(value("chatd_errors_total{code=\"auth_failed\"}"), 1.0);
+    assert!(value("process_resident_memory_bytes") > 1e6, "{text}");
+    assert!(value("process_open_fds") >= 3.0, "{text}");
+    assert!(text.contains("process_cpu_seconds_total "), "{text}");
 
     // A connection that goes is no longer counted.
     drop(stranger);
