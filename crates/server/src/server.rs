@@ -195,6 +195,7 @@ pub async fn run_with_http(
         };
         tokio::spawn(crate::http::serve(
             http,
+            tls.clone(),
             ctx.clone(),
             gate,
             cluster_stop.clone(),

@@ -6,7 +6,6 @@
 //! Off by default: an operator chooses where it listens (usually an address only the
 //! monitoring network reaches), since metrics show how busy the server is.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::state::Ctx;
 
+mod tls;
 mod web;
 mod ws;
 
@@ -45,6 +45,7 @@ const READY_WAIT: Duration = Duration::from_secs(2);
 /// Serves the endpoints on `listener` until `stop` is cancelled.
 pub(crate) async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     ctx: Arc<Ctx>,
     gate: Gate,
     stop: CancellationToken,
@@ -57,10 +58,23 @@ pub(crate) async fn serve(
         .route("/readyz", get(readyz))
         .merge(web::routes())
         .with_state(shared);
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
+    let app = app.into_make_service_with_connect_info::<tls::Peer>();
+    let stopped = async move { stop.cancelled().await };
+    let served = match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+        Some(acceptor) => match tls::TlsListener::new(listener, acceptor) {
+            Ok(listener) => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+            Err(e) => Err(e),
+        },
+    };
     if let Err(e) = served {
         tracing::error!(error = %e, "http: the listener failed");
     }

@@ -28,6 +28,7 @@ use futures::stream::SplitSink;
 use futures::{Sink, Stream, StreamExt};
 use tokio::io::AsyncWrite;
 
+use super::tls::Peer;
 use super::Shared;
 use crate::accept::{self, FrameSource};
 
@@ -37,7 +38,7 @@ const WS_BUFFER: usize = 4 * 1024;
 
 pub(crate) async fn upgrade(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {

@@ -72,3 +72,49 @@ async fn health_and_readiness_answer() {
     assert_eq!(server.http_get("/readyz").await, (200, "ready\n".into()));
     assert_eq!(server.http_get("/nothing").await.0, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_certificate_http_is_served_over_tls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("certificate");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("write key");
+    let files = chat_server::config::TlsFiles {
+        cert: cert.clone(),
+        key,
+    };
+    let server = TestServer::start_with_http_and(|c| c.tls = Some(files)).await;
+
+    // HTTPS answers, with the server's certificate.
+    let connector = chat_client::tls_connector(Some(&cert)).expect("connector");
+    let tcp = tokio::net::TcpStream::connect(server.http_addr())
+        .await
+        .expect("connect");
+    let name =
+        tokio_rustls::rustls::pki_types::ServerName::try_from("127.0.0.1").expect("server name");
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut response = String::new();
+    let _ = tokio::time::timeout(crate::util::WAIT, tls.read_to_string(&mut response))
+        .await
+        .expect("no response in time");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("ok\n"), "{response}");
+
+    // Plain HTTP gets no page from it.
+    let mut plain = tokio::net::TcpStream::connect(server.http_addr())
+        .await
+        .expect("connect");
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(crate::util::WAIT, plain.read_to_end(&mut answer)).await;
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"));
+}
