@@ -5,7 +5,7 @@
 //!
 //! The session writes JSON lines; [`LineSink`] turns each line into one text message.
 //! Buffers are kept small (the library's defaults are 128 KiB a connection): an idle
-//! session must cost little whatever its transport.
+//! session must cost little whatever its transport (see docs/BENCHMARKS.md).
 //!
 //! A browser sends `Origin`: a page from another site must not be able to open a
 //! session with the user's cookies or network position (cross-site WebSocket
@@ -32,9 +32,12 @@ use super::tls::Peer;
 use super::Shared;
 use crate::accept::{self, FrameSource};
 
-/// Bytes a WebSocket connection buffers for reading and writing. Small: every message is
-/// one request or one event, and the session batches its own writes.
-const WS_BUFFER: usize = 4 * 1024;
+/// The read buffer a WebSocket connection starts with (the library allocates it up
+/// front, 128 KiB by default). Small: a request is a few hundred bytes, and the buffer
+/// grows for a larger one. Writes are not buffered: the session batches its own.
+const WS_READ_BUFFER: usize = 512;
+/// What may wait unwritten on a slow WebSocket before writes push back.
+const WS_WRITE_LIMIT: usize = 64 * 1024;
 
 pub(crate) async fn upgrade(
     State(shared): State<Arc<Shared>>,
@@ -55,9 +58,9 @@ pub(crate) async fn upgrade(
     };
     let slots = (slot, address_slot);
     let max_frame = shared.ctx.config.max_frame;
-    ws.read_buffer_size(WS_BUFFER)
+    ws.read_buffer_size(WS_READ_BUFFER)
         .write_buffer_size(0)
-        .max_write_buffer_size(shared.ctx.config.max_frame.max(WS_BUFFER) * 16)
+        .max_write_buffer_size(shared.ctx.config.max_frame.max(WS_WRITE_LIMIT) * 16)
         .max_message_size(max_frame)
         .max_frame_size(max_frame)
         .on_upgrade(move |socket| {
