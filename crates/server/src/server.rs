@@ -177,7 +177,7 @@ pub async fn run_with_http(
     // Refusals take descriptors too: only so many at once (see `fds::RESERVED`).
     let refusing = Arc::new(Semaphore::new(fds::REFUSING));
     tracing::info!(
-        addr = ?listener.local_addr().ok(),
+        addr = %DisplayAddr(listener.local_addr().ok()),
         db = %config.db.describe(),
         max_connections,
         proxy_protocol = ?config.proxy_protocol.as_ref().map(|t| t.from.iter().map(ToString::to_string).collect::<Vec<_>>()),
@@ -187,7 +187,7 @@ pub async fn run_with_http(
     let stop = CancellationToken::new();
     let sessions = TaskTracker::new();
     if let Some(http) = http {
-        tracing::info!(addr = ?http.local_addr().ok(), "http endpoints serving");
+        tracing::info!(addr = %DisplayAddr(http.local_addr().ok()), "http endpoints serving");
         let gate = crate::http::Gate {
             slots: connections.clone(),
             stop: stop.clone(),
@@ -280,4 +280,16 @@ async fn resolve_admins(
         ids.insert(user.id);
     }
     Ok(ids)
+}
+
+/// A listener's address in a log line: `127.0.0.1:6000`, not `Some(127.0.0.1:6000)`.
+struct DisplayAddr(Option<std::net::SocketAddr>);
+
+impl std::fmt::Display for DisplayAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => write!(f, "{addr}"),
+            None => f.write_str("unknown"),
+        }
+    }
 }

@@ -186,10 +186,20 @@ impl From<tokio_postgres::Error> for StoreError {
             }
         };
         if transient {
-            StoreError::Unavailable(e.to_string())
+            StoreError::Unavailable(detail(&e))
         } else {
-            StoreError::Internal(e.to_string())
+            StoreError::Internal(detail(&e))
         }
+    }
+}
+
+/// What went wrong, in PostgreSQL's words when it said something ("database \"x\" does
+/// not exist"): tokio-postgres's own text for a server error is only "db error".
+fn detail(e: &tokio_postgres::Error) -> String {
+    match (e.as_db_error(), std::error::Error::source(e)) {
+        (Some(db), _) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        (None, Some(source)) => format!("{e}: {source}"),
+        (None, None) => e.to_string(),
     }
 }
 
