@@ -256,6 +256,9 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
 
     /// Writes queued frames in one write (after filling a gap, if one shows).
     async fn on_queued(&mut self, frames: VecDeque<Arc<Frame>>) -> Step {
+        // Counted once per write, not per message: the metrics stay off the per-message
+        // path (the latency histogram takes a lock).
+        let (mut delivered, mut oldest_ms) = (0, i64::MAX);
         for frame in &frames {
             if frame.catch_up {
                 // The node may have missed publications: read what is pending.
@@ -280,17 +283,21 @@ impl<W: AsyncWrite + Unpin, D: Dialect> Session<W, D> {
             }
             self.append(frame);
             if frame.msg_id.is_some() {
-                self.ctx.metrics.deliveries.inc();
-                let age_ms = crate::ops::auth::now_ms().saturating_sub(frame.ts_ms);
-                self.ctx
-                    .metrics
-                    .delivery_latency
-                    .observe(age_ms.max(0) as f64 / 1000.0);
+                delivered += 1;
+                oldest_ms = oldest_ms.min(frame.ts_ms);
             }
         }
         drop(frames);
         if self.flush().await.is_err() {
             return Step::Close;
+        }
+        if delivered > 0 {
+            let metrics = &self.ctx.metrics;
+            metrics.deliveries.inc_by(delivered);
+            let age_ms = crate::ops::auth::now_ms().saturating_sub(oldest_ms);
+            metrics
+                .delivery_latency
+                .observe(age_ms.max(0) as f64 / 1000.0);
         }
         self.ack_written().await;
         Step::Continue

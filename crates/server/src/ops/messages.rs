@@ -35,7 +35,7 @@ pub(crate) async fn send<W: AsyncWrite + Unpin, D: Dialect>(
         .send(me, req.to, &req.text, req.cmid.as_deref())
         .await?;
     s.sent(msg.conv, msg.seq);
-    count(s, "direct");
+    s.ctx.metrics.direct_messages.inc();
     let msg = MsgRef {
         id: msg.id,
         ts: msg.ts,
@@ -58,7 +58,7 @@ pub(crate) async fn group_send<W: AsyncWrite + Unpin, D: Dialect>(
         .group_send(me, req.group, &req.text, req.cmid.as_deref())
         .await?;
     s.sent(msg.conv, msg.seq);
-    count(s, "group");
+    s.ctx.metrics.group_messages.inc();
     let msg = MsgRef {
         id: msg.id,
         ts: msg.ts,
@@ -66,16 +66,6 @@ pub(crate) async fn group_send<W: AsyncWrite + Unpin, D: Dialect>(
         seq: msg.seq,
     };
     Ok(ok_frame(rid, &MsgReply { msg }))
-}
-
-/// Counts a stored message of `kind` (a resend with a known `cmid` counts again: the
-/// counter is of accepted sends).
-fn count<W: AsyncWrite + Unpin, D: Dialect>(s: &Session<W, D>, kind: &'static str) {
-    s.ctx
-        .metrics
-        .messages
-        .get_or_create(&crate::metrics::KindLabel { kind })
-        .inc();
 }
 
 /// A client message id is 1 to 64 characters.

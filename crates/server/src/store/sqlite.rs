@@ -207,12 +207,23 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
+        self.on_side_connection(move |conn| f(conn).map_err(sql_error))
+            .await
+    }
+
+    /// Runs `f` on a connection of its own, on a blocking thread (see [`Self::side_write`]
+    /// and [`Self::consent`]).
+    pub(super) async fn on_side_connection<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
         let path = self.reads.path.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = Connection::open(&path).map_err(sql_error)?;
+            let mut conn = Connection::open(&path).map_err(sql_error)?;
             conn.busy_timeout(std::time::Duration::from_secs(5))
                 .map_err(sql_error)?;
-            f(&conn).map_err(sql_error)
+            f(&mut conn)
         })
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))?

@@ -24,11 +24,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        let path = self.reads.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = Connection::open(&path).map_err(sql_error)?;
-            conn.busy_timeout(std::time::Duration::from_secs(5))
-                .map_err(sql_error)?;
+        self.on_side_connection(move |conn| {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(sql_error)?;
@@ -37,7 +33,6 @@ impl SqliteStore {
             Ok(out)
         })
         .await
-        .map_err(|e| StoreError::Internal(e.to_string()))?
     }
 }
 
